@@ -1,0 +1,49 @@
+"""Resource limits and places on disk, read once from the environment (all overridable)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Limits:
+    upload_mb: float = 512             # largest model or sample file accepted
+    unzip_total_mb: float = 2048       # sum of uncompressed sizes in one archive
+    unzip_max_ratio: float = 200       # uncompressed/compressed, per entry and overall
+    unzip_max_entries: int = 20000
+    input_sample_mb: float = 256       # declared size of one sample of one input
+    max_samples: int = 4096
+    max_images: int = 1000
+    max_image_pixels: int = 40_000_000
+    job_time_s: float = 900            # wall time of one worker job
+    job_memory_mb: float = 6144        # resident memory of one worker (and its children)
+
+    @staticmethod
+    def from_env() -> "Limits":
+        d = Limits()
+        return replace(
+            d,
+            upload_mb=_env_float("TFLITE_LAB_UPLOAD_MB", d.upload_mb),
+            unzip_total_mb=_env_float("TFLITE_LAB_UNZIP_MB", d.unzip_total_mb),
+            input_sample_mb=_env_float("TFLITE_LAB_INPUT_MB", d.input_sample_mb),
+            max_samples=int(_env_float("TFLITE_LAB_MAX_SAMPLES", d.max_samples)),
+            job_time_s=_env_float("TFLITE_LAB_JOB_TIME_S", d.job_time_s),
+            job_memory_mb=_env_float("TFLITE_LAB_JOB_MEMORY_MB", d.job_memory_mb),
+        )
+
+
+def cache_dir() -> Path:
+    """Content-addressed store of uploads, exports and conversions."""
+    root = os.environ.get("TFLITE_LAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tflite_lab")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

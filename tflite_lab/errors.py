@@ -1,0 +1,59 @@
+"""The one error family of TFLite Lab.
+
+Every error a user can cause carries a one-line ``user_message`` (what happened, with the actual
+values, then what to do) and an optional ``detail`` (the long story: a converter log, a traceback
+from a worker) for the operator. The CLI maps each class to an exit code; pages show the message.
+"""
+from __future__ import annotations
+
+
+class TFLiteLabError(Exception):
+    """Base of all errors meant for a user. ``exit_code`` follows the CLI contract."""
+
+    exit_code = 2
+
+    def __init__(self, user_message: str, *, detail: str = ""):
+        # One line, always: multi-line messages break the CLI contract and the page layout.
+        self.user_message = " ".join(str(user_message).split())
+        self.detail = detail
+        super().__init__(self.user_message)
+
+    def to_dict(self) -> dict:
+        return {"kind": type(self).__name__, "message": self.user_message, "detail": self.detail}
+
+    @staticmethod
+    def from_dict(d: dict) -> "TFLiteLabError":
+        cls = ERROR_CLASSES.get(d.get("kind", ""), TFLiteLabError)
+        return cls(d.get("message", ""), detail=d.get("detail", ""))
+
+
+class SourceError(TFLiteLabError):
+    """The model file is unreadable, of the wrong format, unsafe, or too large."""
+
+
+class SignatureError(TFLiteLabError):
+    """The model's inputs/outputs cannot be derived or are out of bounds."""
+
+
+class SampleError(TFLiteLabError):
+    """Sample inputs are unreadable or do not match the signature."""
+
+
+class UnsupportedCombination(TFLiteLabError):
+    """A route or recipe cannot apply to this source; refused before any work."""
+
+
+class ConversionError(TFLiteLabError):
+    """The converter itself failed, or produced a model LiteRT cannot run."""
+
+    exit_code = 3
+
+
+class WorkerError(TFLiteLabError):
+    """A worker process crashed, hung past its time limit or ran out of memory."""
+
+    exit_code = 3
+
+
+ERROR_CLASSES = {c.__name__: c for c in (TFLiteLabError, SourceError, SignatureError, SampleError,
+                                           UnsupportedCombination, ConversionError, WorkerError)}

@@ -1,0 +1,145 @@
+"""Stage 9: what is inside a .tflite: operators, tensors, and what they mean for deployment.
+
+Reads the flatbuffer with LiteRT's generated schema, so no TensorFlow import is needed.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from .errors import SourceError
+
+# Select-TF ops that would touch files or processes if a Flex delegate ever ran them.
+UNSAFE_FLEX = {"FlexReadFile", "FlexWriteFile", "FlexMatchingFiles", "FlexDeleteFile", "FlexPyFunc",
+               "FlexEagerPyFunc", "FlexPyFuncStateless", "FlexSaveV2", "FlexRestoreV2", "FlexSave",
+               "FlexRestore", "FlexTextLineDataset", "FlexTFRecordDataset", "FlexPrintV2"}
+
+_TYPE_NAMES = None
+
+
+def _builtin_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as s
+    return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _tensor_types() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as s
+    return {v: k.lower() for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+
+
+@dataclass
+class Inspection:
+    size_bytes: int
+    operators: dict[str, int]                    # op name -> count (main subgraph and others)
+    tensors: list[dict] = field(default_factory=list)
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+    flex_ops: list[str] = field(default_factory=list)
+    custom_ops: list[str] = field(default_factory=list)
+    dynamic_inputs: list[str] = field(default_factory=list)
+    quantized_tensors: int = 0
+    subgraphs: int = 1
+    findings: list[str] = field(default_factory=list)   # plain-language deployment notes
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("tensors")
+        d["num_tensors"] = len(self.tensors)
+        return d
+
+
+def _parse(tflite: bytes):
+    from ai_edge_litert import schema_py_generated as s
+    if len(tflite) < 8 or tflite[4:8] != b"TFL3":
+        raise SourceError("Not a .tflite flatbuffer (no 'TFL3' identifier).")
+    try:
+        model = s.Model.GetRootAsModel(tflite, 0)
+        model.SubgraphsLength()
+        return model
+    except Exception as e:
+        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+
+
+def op_names(tflite: bytes) -> list[str]:
+    model = _parse(tflite)
+    names = _builtin_names()
+    out = []
+    try:
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            custom = oc.CustomCode()
+            out.append(custom.decode() if custom else names.get(code, f"BUILTIN_{code}"))
+    except Exception as e:
+        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+    return out
+
+
+def refuse_unsafe(tflite: bytes) -> None:
+    bad = sorted(set(op_names(tflite)) & UNSAFE_FLEX)
+    if bad:
+        raise SourceError(f"The .tflite contains ops that touch files or processes ({', '.join(bad)}); refused.")
+
+
+def inspect_tflite(tflite: bytes) -> Inspection:
+    """Operators with counts, tensors with shapes/dtypes/quantization, and deployment findings."""
+    model = _parse(tflite)
+    codes = op_names(tflite)
+    types = _tensor_types()
+    ops: Counter = Counter()
+    tensors, inputs, outputs = [], [], []
+    quantized = 0
+    try:
+        for g in range(model.SubgraphsLength()):
+            sg = model.Subgraphs(g)
+            for i in range(sg.OperatorsLength()):
+                ops[codes[sg.Operators(i).OpcodeIndex()]] += 1
+            for i in range(sg.TensorsLength()):
+                t = sg.Tensors(i)
+                q = t.Quantization()
+                scale = q.ScaleAsNumpy() if q is not None and q.ScaleLength() else None
+                if scale is not None:
+                    quantized += 1
+                shape_sig = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else t.ShapeAsNumpy()
+                rec = {"subgraph": g, "index": i, "name": (t.Name() or b"").decode("utf-8", "replace"),
+                       "shape": [int(x) for x in (t.ShapeAsNumpy() if t.ShapeLength() else [])],
+                       "shape_signature": [int(x) for x in (shape_sig if not isinstance(shape_sig, int) else [])],
+                       "dtype": types.get(t.Type(), str(t.Type())),
+                       "quantized": scale is not None,
+                       "scale": float(scale[0]) if scale is not None and len(scale) == 1 else None}
+                tensors.append(rec)
+            if g == 0:
+                inputs = [tensors[int(j)] for j in (sg.InputsAsNumpy() if sg.InputsLength() else [])]
+                outputs = [tensors[int(j)] for j in (sg.OutputsAsNumpy() if sg.OutputsLength() else [])]
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+    flex = sorted({c for c in codes if c.startswith("Flex")})
+    custom = sorted({c for c in codes if not c.startswith("Flex") and not c.isupper() and not c.startswith("BUILTIN_")})
+    dynamic = [t["name"] for t in inputs if any(d == -1 for d in t["shape_signature"][1:])]
+    batch_dynamic = [t["name"] for t in inputs if t["shape_signature"][:1] == [-1]]
+    findings = []
+    if flex:
+        findings.append(f"Select-TF (Flex) ops {', '.join(flex)}: LiteRT cannot run them without the Flex delegate, "
+                        "which adds megabytes to the app and is unavailable on microcontrollers.")
+    if custom:
+        findings.append(f"Custom ops {', '.join(custom)}: the app must register their kernels, or the model will not load.")
+    if dynamic:
+        findings.append(f"Inputs with dynamic non-batch dims ({', '.join(dynamic)}): call resize_tensor_input "
+                        "before allocate_tensors; some delegates need static shapes.")
+    if batch_dynamic:
+        findings.append("Dynamic batch: stored as 1; resize the input tensor to run batches.")
+    if quantized and all(t["dtype"] in ("int8", "uint8", "int16", "int32") for t in inputs + outputs):
+        findings.append("Integer model I/O: quantize inputs and dequantize outputs with each tensor's scale and zero point.")
+    return Inspection(len(tflite), dict(ops.most_common()), tensors, inputs, outputs, flex, custom,
+                      dynamic, quantized, model.SubgraphsLength(), findings)
+
+
+def analyzer_report(tflite: bytes) -> str:
+    """TensorFlow's own Analyzer text (it prints to stdout, so capture it)."""
+    import tensorflow as tf
+    from .capture import capture_output
+    with capture_output() as cap:
+        tf.lite.experimental.Analyzer.analyze(model_content=tflite)
+    return cap.text

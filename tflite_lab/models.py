@@ -1,0 +1,239 @@
+"""The original model in TensorFlow: open a ModelSource safely, run it, export it once.
+
+TensorFlow is imported inside functions so that importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Limits
+from .errors import SignatureError, SourceError
+from .signature import keras_signature, saved_model_signature
+from .sources import check_keras_config, read_keras_config
+from .types import ModelSource, Signature, SourceFormat
+
+# Ops that touch the file system, the network or the Python process when a graph runs.
+# SaveV2/RestoreV2/MergeV2Checkpoints/ShardedFilename appear in every clean export (checkpoint
+# helpers), so they are not listed; see the README's security model for what that leaves open.
+UNSAFE_OPS = {
+    "ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "MatchingFilesDataset",
+    "PyFunc", "PyFuncStateless", "EagerPyFunc",
+    "TextLineDataset", "TextLineDatasetV2", "TFRecordDataset", "TFRecordDatasetV2",
+    "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2",
+    "ExperimentalCSVDataset", "SqlDataset", "ExperimentalSqlDataset", "LMDBDataset",
+    "ExperimentalLMDBDataset", "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset",
+    "SnapshotDatasetV2", "WholeFileReader", "WholeFileReaderV2", "TextLineReader",
+    "TextLineReaderV2", "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader",
+    "FixedLengthRecordReaderV2", "LMDBReader", "IdentityReader", "IdentityReaderV2",
+    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "ImmutableConst",
+    "LoadAndRemapMatrix", "Save", "SaveSlices", "Restore", "RestoreSlice",
+    "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
+    "Rpc", "TryRpc", "RpcCall", "RpcClient", "RpcServer", "RpcServerStart", "RpcServerRegister",
+}
+RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+                    "Bidirectional", "LSTMCell", "GRUCell"}
+
+
+def scan_saved_model(path: str | Path) -> list[str]:
+    """Op names in a SavedModel (graph and function library) that could touch files or processes."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    sm = saved_model_pb2.SavedModel()
+    try:
+        sm.ParseFromString(Path(path, "saved_model.pb").read_bytes())
+    except Exception as e:
+        raise SourceError(f"saved_model.pb is corrupt or truncated ({type(e).__name__}).") from None
+    found = set()
+    for mg in sm.meta_graphs:
+        for node in mg.graph_def.node:
+            if node.op in UNSAFE_OPS:
+                found.add(node.op)
+            if node.op == "PrintV2" and node.attr["output_stream"].s.decode().startswith("file:"):
+                found.add("PrintV2(file)")
+        for fn in mg.graph_def.library.function:
+            for node in fn.node_def:
+                if node.op in UNSAFE_OPS:
+                    found.add(node.op)
+                if node.op == "PrintV2" and node.attr["output_stream"].s.decode().startswith("file:"):
+                    found.add("PrintV2(file)")
+    return sorted(found)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+@dataclass
+class OriginalModel:
+    """A loaded original model with a uniform batch-in, dict-out interface."""
+
+    source: ModelSource
+    signature: Signature
+    keras_model: object = None      # keras.Model for .keras/.h5
+    loaded: object = None           # tf.saved_model.load result for SavedModels
+    _fn: object = None
+
+    @property
+    def is_keras(self) -> bool:
+        return self.keras_model is not None
+
+    def _function(self):
+        if self._fn is None:
+            import tensorflow as tf
+            if self.is_keras:
+                m = self.keras_model
+                self._fn = tf.function(lambda xs: m(xs, training=False), reduce_retracing=True)
+            else:
+                self._fn = self.loaded.signatures["serving_default"]
+        return self._fn
+
+    def call(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One batch through the model; outputs keyed by signature output name."""
+        import tensorflow as tf
+        fn = self._function()
+        if self.is_keras:
+            xs = [tf.constant(arrays[t.name]) for t in self.signature.inputs]
+            out = fn(xs if len(xs) > 1 else xs[0])
+            if isinstance(out, dict):
+                out = [out[t.name] for t in self.signature.outputs]
+            elif not isinstance(out, (list, tuple)):
+                out = [out]
+            return {t.name: np.asarray(o) for t, o in zip(self.signature.outputs, out)}
+        out = fn(**{t.key: tf.constant(arrays[t.name]) for t in self.signature.inputs})
+        return {t.name: np.asarray(out[t.key]) for t in self.signature.outputs}
+
+    def predict(self, arrays: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
+        n = len(next(iter(arrays.values())))
+        parts = [self.call({k: v[i:i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
+        return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.signature.outputs}
+
+    def info(self) -> dict:
+        """Parameter count and a layer summary (name, class, output shape, params)."""
+        if self.is_keras:
+            m = self.keras_model
+            layers = []
+            for layer in m.layers:
+                try:
+                    shape = str(tuple(layer.output.shape))
+                except Exception:
+                    shape = "?"
+                layers.append({"name": layer.name, "class": type(layer).__name__,
+                               "output_shape": shape, "params": int(layer.count_params())})
+            return {"params": int(m.count_params()), "layers": layers,
+                    "recurrent": needs_fixed_batch(m)}
+        params = int(sum(int(np.prod(v.shape)) for v in self.loaded.variables))
+        return {"params": params, "layers": [], "recurrent": False}
+
+
+def needs_fixed_batch(model) -> bool:
+    """Recurrent layers fail on TF 2.21 with a dynamic batch ("Lowering tensor list ops is failed")."""
+    return any(type(layer).__name__ in RECURRENT_LAYERS for layer in _walk_layers(model))
+
+
+def _walk_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        inner = getattr(layer, "forward_layer", None)
+        if inner is not None:
+            yield inner
+        if hasattr(layer, "layers"):
+            yield from _walk_layers(layer)
+
+
+def open_model(source: ModelSource, limits: Limits | None = None) -> OriginalModel:
+    """Load a Keras file or SavedModel without running code from it.
+
+    Raises:
+        SourceError: corrupt file, code-carrying layers, file/process ops in a SavedModel.
+    """
+    limits = limits or Limits.from_env()
+    if source.format.is_keras:
+        check_keras_config(read_keras_config(source), source.filename)
+        import keras
+        try:
+            model = keras.models.load_model(source.path, safe_mode=True, compile=False)
+        except Exception as e:
+            raise SourceError(f"{source.filename} cannot be loaded by Keras: {_first_line(e)}", detail=repr(e)) from None
+        sig = keras_signature(model)
+        om = OriginalModel(source, sig, keras_model=model)
+    elif source.format is SourceFormat.SAVED_MODEL:
+        bad = scan_saved_model(source.path)
+        if bad:
+            raise SourceError(f"{source.filename} is refused: its graph contains ops that touch files, the network "
+                              f"or processes ({', '.join(bad)}).")
+        import tensorflow as tf
+        try:
+            loaded = tf.saved_model.load(source.path)
+        except Exception as e:
+            raise SourceError(f"{source.filename} cannot be loaded as a SavedModel: {_first_line(e)}", detail=repr(e)) from None
+        if "serving_default" not in getattr(loaded, "signatures", {}):
+            raise SignatureError(f"{source.filename} has no 'serving_default' signature; export it with "
+                                 "model.export() or tf.saved_model.save(..., signatures=...).")
+        sig = saved_model_signature(loaded.signatures["serving_default"])
+        om = OriginalModel(source, sig, loaded=loaded)
+    else:
+        raise SourceError(f"{source.filename} is a .tflite model: there is no original to run; "
+                          "give the original model as the reference.")
+    check_input_bounds(om.signature, limits)
+    return om
+
+
+def check_input_bounds(signature: Signature, limits: Limits) -> None:
+    """Refuse absurd declared input sizes before anything is allocated."""
+    for t in signature.inputs:
+        if t.dtype == "string":
+            raise SignatureError(f"Input '{t.name}' is a string tensor; only numeric inputs can be compared.")
+        mb = t.sample_bytes() / 2**20
+        if mb > limits.input_sample_mb:
+            raise SignatureError(f"Input '{t.name}' declares {t.shape_text} {t.dtype}: {mb:,.0f} MB per sample, "
+                                 f"more than the limit of {limits.input_sample_mb:.0f} MB; refused before allocating.")
+
+
+def fixed_batch_model(model):
+    """The same model with a batch of exactly 1 (same input names), sharing weights."""
+    import keras
+    inputs = [keras.Input(batch_shape=(1, *t.shape[1:]), dtype=t.dtype, name=t.name) for t in model.inputs]
+    outputs = model(inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs, outputs, name=f"{model.name}_batch1")
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def exported_saved_model(om: OriginalModel) -> tuple[str, bool]:
+    """The SavedModel folder for this model: exported once per model (bytes), then reused.
+
+    Returns (folder, fixed_batch). Recurrent Keras models are exported with a batch of 1.
+    """
+    if not om.is_keras:
+        return om.source.path, False
+    fixed = needs_fixed_batch(om.keras_model)
+    target = Path(om.source.path).parent / ("export-batch1" if fixed else "export")
+    if (target / "saved_model.pb").exists():
+        return str(target), fixed
+    with _locked(target.parent / ".export.lock"):
+        if not (target / "saved_model.pb").exists():
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+            try:
+                model = fixed_batch_model(om.keras_model) if fixed else om.keras_model
+                model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
+                os.replace(tmp / "sm", target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return str(target), fixed

@@ -1,0 +1,315 @@
+"""The stages put together: prepare a model once, then evaluate route x recipe cells on it.
+
+These functions are what worker processes run (see worker.py); results are plain JSON-able dicts
+so they cross process boundaries and land in the store unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Limits
+from .errors import ConversionError, TFLiteLabError
+from .store import Store, key_of
+from .types import Latency, ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Where samples come from: a user file, or random draws from the signature."""
+
+    path: str | None = None
+    count: int | None = None           # None: 64 random, or every sample in the file
+    seed: int = 0
+    low: float = 0.0
+    high: float = 1.0
+    image_range: tuple = (0.0, 1.0)
+
+    def key(self) -> str:
+        d = asdict(self)
+        if self.path:
+            d["path"] = hashlib.sha256(Path(self.path).read_bytes()).hexdigest() if Path(self.path).is_file() \
+                else _folder_sha(Path(self.path))
+        return key_of(**d)
+
+
+def _folder_sha(p: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")) if p.is_dir() else []:
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    enabled: bool = True
+    threads: int | None = None
+    warmup: int = 3
+    runs: int = 30
+
+
+def _noop(step: str) -> None:
+    pass
+
+
+_MODELS: dict[str, object] = {}      # per-process cache of opened originals, by sha256
+
+
+def _open(source: ModelSource, limits: Limits):
+    from .models import open_model
+    om = _MODELS.get(source.sha256)
+    if om is None:
+        om = open_model(source, limits)
+        if len(_MODELS) >= 2:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[source.sha256] = om
+    return om
+
+
+def _source(d: dict) -> ModelSource:
+    return ModelSource(d["path"], SourceFormat(d["format"]), d["sha256"], d["size_bytes"], d["filename"])
+
+
+def source_json(s: ModelSource) -> dict:
+    return {**asdict(s), "format": s.format.value}
+
+
+def describe(source: dict, limits: Limits | None = None) -> dict:
+    """Signature, parameter count, layer summary (and, for .tflite, the inspection)."""
+    from .inspect import inspect_tflite
+    limits = limits or Limits.from_env()
+    src = _source(source)
+    if src.format is SourceFormat.TFLITE:
+        from .runtime import TFLiteModel
+        data = Path(src.path).read_bytes()
+        insp = inspect_tflite(data)
+        sig = TFLiteModel(data).signature
+        return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
+                "inspection": insp.to_json()}
+    om = _open(src, limits)
+    return {"source": source, "signature": om.signature.to_dict(), "info": om.info(), "inspection": None}
+
+
+def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits):
+    from .samples import load_samples_path, random_samples
+    if spec.path:
+        s = load_samples_path(spec.path, signature, limits, tuple(spec.image_range))
+        if spec.count:
+            s.arrays = {k: v[: spec.count] for k, v in s.arrays.items()}
+        return s
+    return random_samples(signature, min(spec.count or 64, limits.max_samples), spec.seed, spec.low, spec.high)
+
+
+def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None,
+            limits: Limits | None = None, progress=_noop) -> dict:
+    """Load the original, derive its signature, fix the samples, run the reference, export once."""
+    limits = limits or Limits.from_env()
+    store = Store(store_root)
+    src = _source(source)
+    key = key_of(kind="prepared", model=src.sha256, samples=spec.key(), bench=asdict(bench))
+    cached = store.get_json("reports", key)
+    if cached and Path(cached["samples_path"]).exists() and Path(cached["reference_path"]).exists():
+        return {**cached, "cached": True}
+    t0 = time.perf_counter()
+    progress("load")
+    om = _open(src, limits)
+    load_s = time.perf_counter() - t0
+    samples = _make_samples(om.signature, spec, limits)
+    samples_path = store.path("samples", key, ".npz")
+    samples.save(samples_path)
+    progress("export")
+    t1 = time.perf_counter()
+    from .models import exported_saved_model
+    export_dir, fixed = exported_saved_model(om)
+    export_s = time.perf_counter() - t1
+    progress("run original")
+    t2 = time.perf_counter()
+    reference = om.predict(samples.arrays)
+    ref_s = time.perf_counter() - t2
+    reference_path = store.path("samples", key + "-reference", ".npz")
+    np.savez(reference_path, **reference)
+    latency = None
+    if bench.enabled:
+        from .bench import benchmark_original
+        one = {k: v[:1] for k, v in samples.arrays.items()}
+        batch = {k: v[:32] for k, v in samples.arrays.items()}
+        latency = asdict(benchmark_original(om, one, batch, bench.warmup, bench.runs))
+    nonfinite = [k for k, v in reference.items() if not np.all(np.isfinite(v))]
+    warnings = list(samples.warnings)
+    if nonfinite:
+        warnings.append(f"The original model itself gives NaN/inf on these samples for {', '.join(nonfinite)}.")
+    flat = [v.reshape(len(v), -1) for v in reference.values()]
+    if len(samples.arrays) and samples.count > 1 and all(np.allclose(f, f[:1]) for f in flat):
+        warnings.append("The original model gives the same output for every sample (untrained, or BatchNorm "
+                        "statistics at their defaults?): error metrics will say little.")
+    prepared = {
+        "source": source, "signature": om.signature.to_dict(), "info": om.info(),
+        "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
+        "samples_sha": samples.sha256, "reference_path": str(reference_path), "export_dir": export_dir,
+        "fixed_batch": fixed, "original_latency": latency, "warnings": warnings,
+        "timings_s": {"load": load_s, "export": export_s, "reference": ref_s}, "cached": False,
+    }
+    store.put_json("reports", key, prepared)
+    return prepared
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def convert_cached(prepared: dict, route: Route, optimization: Optimization, int8_io: bool,
+                   store: Store, limits: Limits, progress=_noop):
+    """The ConversionResult for this cell, from the store when the same bytes were converted before."""
+    from .routes import ConversionRequest, ConversionResult, check_supported
+    from .samples import representative_dataset
+    src = _source(prepared["source"])
+    check_supported(route, optimization, src.format)
+    req = ConversionRequest(route, optimization, int8_io)
+    key = req.key(src.sha256, prepared["samples_sha"])
+    meta = store.get_json("tflite", key)
+    tpath = store.path("tflite", key, ".tflite")
+    if meta and tpath.exists():
+        return ConversionResult(tpath.read_bytes(), route, optimization, meta["calls"], meta["warnings"],
+                                meta["log"], meta["convert_s"], meta["fixed_batch"], cached=True), str(tpath)
+    om = _open(src, limits)
+    progress("convert")
+    sig = om.signature
+    rep = None
+    if optimization in (Optimization.INT8, Optimization.INT16X8):
+        rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in sig.inputs})
+    from .routes import convert
+    with_workdir = str(store.root / "work")
+    Path(with_workdir).mkdir(exist_ok=True)
+    result = convert(req, om, prepared["export_dir"], prepared["fixed_batch"], rep, with_workdir)
+    store.put_bytes("tflite", key, ".tflite", result.tflite)
+    store.put_json("tflite", key, {"calls": result.calls, "warnings": result.warnings, "log": result.log,
+                                   "convert_s": result.convert_s, "fixed_batch": result.fixed_batch})
+    return result, str(tpath)
+
+
+def run_cell(prepared: dict, route: Route | str, optimization: Optimization | str, *, int8_io: bool = False,
+             bench: BenchSpec = BenchSpec(), store_root: str | None = None, limits: Limits | None = None,
+             progress=_noop) -> dict:
+    """Convert one route x recipe cell, run it on the prepared samples and measure it.
+
+    Returns the report (see ``report_json``); a refused or failed cell raises the project's errors.
+    """
+    limits = limits or Limits.from_env()
+    store = Store(store_root)
+    route, optimization = Route(route), Optimization(optimization)
+    int8_io = bool(int8_io and optimization is Optimization.INT8)
+    t0 = time.perf_counter()
+    result, tflite_path = convert_cached(prepared, route, optimization, int8_io, store, limits, progress)
+    convert_wall = time.perf_counter() - t0
+    return _evaluate_tflite(prepared, result.tflite, tflite_path, bench, store, progress, {
+        "route": route.value, "optimization": optimization.value, "int8_io": int8_io,
+        "calls": result.calls, "command": result.command, "warnings": list(result.warnings),
+        "cached": result.cached, "converter_log": result.log,
+        "convert_s": result.convert_s if not result.cached else convert_wall})
+
+
+def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = BenchSpec(),
+                 store_root: str | None = None, progress=_noop) -> dict:
+    """Compare a .tflite the user brought against its original (no conversion)."""
+    store = Store(store_root)
+    data = Path(tflite_source["path"]).read_bytes()
+    return _evaluate_tflite(prepared, data, tflite_source["path"], bench, store, progress, {
+        "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "",
+        "warnings": [], "cached": False, "converter_log": "", "convert_s": 0.0})
+
+
+def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict) -> dict:
+    from .inspect import inspect_tflite
+    from .metrics import compare_outputs
+    from .runtime import TFLiteModel
+    progress("run tflite")
+    t0 = time.perf_counter()
+    sig = Signature.from_dict(prepared["signature"])
+    insp = inspect_tflite(tflite)
+    warnings = list(head["warnings"]) + insp.findings
+    if insp.flex_ops:
+        raise ConversionError(f"The .tflite needs Select-TF ops ({', '.join(insp.flex_ops)}), which LiteRT cannot "
+                              "run without the Flex delegate; its numbers cannot be verified here.")
+    model = TFLiteModel(tflite, bench.threads)
+    in_map, out_map = model.match(sig)
+    samples = _load_npz(prepared["samples_path"])
+    reference = _load_npz(prepared["reference_path"])
+    try:
+        candidate = model.predict(samples, in_map, out_map)
+    except TFLiteLabError:
+        raise
+    except Exception as e:
+        raise ConversionError(f"LiteRT failed running the converted model: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}",
+                              detail=str(e)) from None
+    progress("compare")
+    metrics = compare_outputs(reference, candidate)
+    compare_s = time.perf_counter() - t0
+    pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
+    pred_path = store.path("predictions", pred_key, ".npz")
+    np.savez(pred_path, **candidate)
+    latency = None
+    if bench.enabled:
+        progress("benchmark")
+        from .bench import benchmark_tflite
+        one = {in_map[k]: v[:1] for k, v in samples.items()}
+        batch = {in_map[k]: v[:32] for k, v in samples.items()}
+        latency = asdict(benchmark_tflite(model, one, batch, bench.threads, bench.warmup, bench.runs))
+    src = prepared["source"]
+    return {
+        **head,
+        "warnings": warnings + list(prepared.get("warnings", [])),
+        "original_bytes": src["size_bytes"], "tflite_bytes": len(tflite),
+        "size_ratio": len(tflite) / src["size_bytes"] if src["size_bytes"] else None,
+        "num_samples": prepared["num_samples"],
+        "metrics": [{**m.to_json(), "per_sample_max_abs": list(m.per_sample_max_abs)} for m in metrics],
+        "latency": {"original": prepared.get("original_latency"), "tflite": latency},
+        "timings_s": {"load": prepared["timings_s"]["load"], "convert": head["convert_s"], "compare": compare_s},
+        "tflite_path": tflite_path, "samples_path": prepared["samples_path"],
+        "reference_path": prepared["reference_path"], "predictions_path": str(pred_path),
+        "inspection": insp.to_json(), "source": src,
+    }
+
+
+def judge_report(report: dict, tolerances: Tolerances | None = None) -> dict:
+    """Apply tolerances (defaults by recipe) to a cell report: adds ``ok`` and ``failures``."""
+    from .metrics import judge
+    from .types import OutputMetrics, from_json_number
+    metrics = [OutputMetrics(**{k: (from_json_number(v) if k not in ("name",) else v)
+                                for k, v in m.items() if k != "per_sample_max_abs"}) for m in report["metrics"]]
+    opt = report["optimization"]
+    opt = Optimization.NONE if opt == "provided" else Optimization(opt)
+    tol = tolerances or Tolerances.for_optimization(opt)
+    v = judge(metrics, opt, tol)
+    return {**report, "ok": v.ok, "failures": v.failures, "tolerances": asdict(tol)}
+
+
+def report_json(report: dict) -> dict:
+    """The CLI/JSON contract: one object per cell (see README)."""
+    lat = report.get("latency") or {}
+    def summ(x):
+        return None if not x else {"median": x["median_ms"], "p90": x["p90_ms"]}
+    return {
+        "route": report["route"], "optimization": report["optimization"], "ok": report["ok"],
+        "int8_io": report.get("int8_io", False),
+        "original_bytes": report["original_bytes"], "tflite_bytes": report["tflite_bytes"],
+        "size_ratio": report["size_ratio"], "num_samples": report["num_samples"],
+        "outputs": [{k: v for k, v in m.items() if k != "per_sample_max_abs"} for m in report["metrics"]],
+        "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
+        "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
+        "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
+        "tolerances": report.get("tolerances"),
+    }
+
+
+def failed_cell_json(route: str, optimization: str, error: TFLiteLabError) -> dict:
+    """A matrix cell that was refused or failed: same keys, ``ok`` false and the reason."""
+    return {"route": route, "optimization": optimization, "ok": False, "error": error.user_message,
+            "error_kind": type(error).__name__, "original_bytes": None, "tflite_bytes": None, "size_ratio": None,
+            "num_samples": None, "outputs": [], "latency_ms": {"original": None, "tflite": None},
+            "timings_s": None, "warnings": [], "failures": [error.user_message], "calls": [], "command": ""}

@@ -1,0 +1,246 @@
+"""Stage 3: the four conversion routes and the one capability table that governs them.
+
+The table is plain data (no TensorFlow): the CLI's choices, the matrix, the pages and the tests
+read it. ``convert`` does the work, each route through its own TensorFlow API.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConversionError, UnsupportedCombination
+from .recipes import CLI_FLAGS, RECIPES
+from .types import Optimization, Route, SourceFormat
+
+KERAS_FORMATS = frozenset({SourceFormat.KERAS, SourceFormat.H5})
+GRAPH_FORMATS = frozenset({SourceFormat.KERAS, SourceFormat.H5, SourceFormat.SAVED_MODEL})
+ALL_OPTIMIZATIONS = frozenset(Optimization)
+
+
+@dataclass(frozen=True)
+class RouteCapability:
+    route: Route
+    title: str
+    explanation: str
+    api: str
+    sources: frozenset
+    optimizations: frozenset
+    refusals: dict = field(default_factory=dict)   # Optimization -> reason
+
+
+CAPABILITIES = {
+    Route.KERAS: RouteCapability(
+        Route.KERAS, "from_keras_model",
+        "Converts the in-memory Keras model directly; the shortest path for Keras files.",
+        "tf.lite.TFLiteConverter.from_keras_model", KERAS_FORMATS, ALL_OPTIMIZATIONS),
+    Route.SAVED_MODEL: RouteCapability(
+        Route.SAVED_MODEL, "from_saved_model",
+        "Converts a SavedModel (Keras files are exported once); the recommended, most general route.",
+        "tf.lite.TFLiteConverter.from_saved_model", GRAPH_FORMATS, ALL_OPTIMIZATIONS),
+    Route.CONCRETE_FUNCTION: RouteCapability(
+        Route.CONCRETE_FUNCTION, "from_concrete_functions",
+        "Converts the traced serving function of the exported model; for custom signatures.",
+        "tf.lite.TFLiteConverter.from_concrete_functions", GRAPH_FORMATS, ALL_OPTIMIZATIONS),
+    Route.CLI: RouteCapability(
+        Route.CLI, "tflite_convert",
+        "Runs the tflite_convert program on a SavedModel; what CI/CD scripts use.",
+        "tflite_convert", GRAPH_FORMATS,
+        frozenset({Optimization.NONE, Optimization.DYNAMIC, Optimization.FLOAT16}),
+        refusals={o: f"{o.value} needs representative samples, but route 'cli' cannot calibrate "
+                     "(tflite_convert has no flag for a representative dataset). "
+                     "Use route 'saved_model', or optimization 'dynamic'."
+                  for o in (Optimization.INT8, Optimization.INT16X8)}),
+}
+
+
+def refusal(route: Route | str, optimization: Optimization | str, fmt: SourceFormat | str) -> str | None:
+    """Why this cell cannot run, in one line; None when it can."""
+    route, optimization, fmt = Route(route), Optimization(optimization), SourceFormat(fmt)
+    cap = CAPABILITIES[route]
+    if fmt is SourceFormat.TFLITE:
+        return "The model is already a .tflite; there is nothing to convert. Compare it against its original instead."
+    if fmt not in cap.sources:
+        return (f"Route '{route.value}' needs a Keras model, but this is a {fmt.value} that Keras 3 cannot load. "
+                "Use route 'saved_model', 'concrete_function' or 'cli'.")
+    if optimization not in cap.optimizations:
+        return cap.refusals.get(optimization, f"Route '{route.value}' cannot apply optimization '{optimization.value}'.")
+    return None
+
+
+def check_supported(route, optimization, fmt) -> None:
+    """Raises UnsupportedCombination, before any work, for a cell the table excludes."""
+    reason = refusal(route, optimization, fmt)
+    if reason:
+        raise UnsupportedCombination(reason)
+
+
+def supported_cells(fmt: SourceFormat | str) -> list[tuple[Route, Optimization]]:
+    return [(r, o) for r in Route for o in Optimization if refusal(r, o, fmt) is None]
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    route: Route
+    optimization: Optimization
+    int8_io: bool = False          # int8 recipe only: int8 model inputs/outputs instead of float
+
+    def key(self, model_sha: str, calibration_sha: str | None) -> str:
+        import tensorflow as tf
+        needs = RECIPES[self.optimization].needs_calibration
+        d = {"model": model_sha, "route": self.route.value, "opt": self.optimization.value,
+             "int8_io": bool(self.int8_io and self.optimization is Optimization.INT8),
+             "calibration": calibration_sha if needs else None, "tf": tf.__version__, "v": 1}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class ConversionResult:
+    tflite: bytes
+    route: Route
+    optimization: Optimization
+    calls: list[str]                # the exact Python lines or shell command that produced it
+    warnings: list[str]
+    log: str
+    convert_s: float
+    fixed_batch: bool = False
+    cached: bool = False
+
+    @property
+    def command(self) -> str:
+        return "\n".join(self.calls)
+
+
+# ---- failure recognition: the common converter errors, with what to do ----
+
+HINTS = [
+    (re.compile(r"Lowering tensor list ops is failed"),
+     "a recurrent layer with a dynamic batch cannot be lowered to builtin ops on TF 2.21. Re-export the model "
+     "with a fixed batch (keras.Input(batch_shape=(1, ...))); Keras files are handled automatically."),
+    (re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
+     "the model uses TensorFlow op '{0}', which has no TFLite builtin kernel. Replace it in the model; Select-TF "
+     "ops would need the Flex delegate, which LiteRT here cannot run."),
+    (re.compile(r"ops are not supported|are not supported by the TFLite builtin"),
+     "some TensorFlow ops have no TFLite builtin kernel. Replace them in the model; Select-TF ops would need "
+     "the Flex delegate, which LiteRT here cannot run."),
+    (re.compile(r"representative.?dataset", re.I),
+     "calibration with the representative samples failed; check that the samples match the inputs."),
+    (re.compile(r"quantiz\w+ .*not supported|Quantization not yet supported|Failed to quantize", re.I),
+     "an op cannot be quantized with this recipe. Try 'dynamic' or 'float16', or 'int16x8'."),
+    (re.compile(r"TypeError: 'NoneType' object is not callable"),
+     "tflite_convert's --keras_model_file loader is broken for Keras 3 files; convert a SavedModel export instead."),
+]
+
+
+def explain_failure(route: Route, optimization: Optimization, log: str) -> str:
+    for pattern, hint in HINTS:
+        m = pattern.search(log)
+        if m:
+            return f"Conversion {route.value}-{optimization.value} failed: " + hint.format(*m.groups())
+    last = [ln for ln in log.strip().splitlines() if ln.strip() and "W0000" not in ln and "I0000" not in ln]
+    tail = last[-1].strip()[:200] if last else "no message"
+    return f"Conversion {route.value}-{optimization.value} failed: {tail}"
+
+
+# ---- the routes ----
+
+def _tflite_convert_command() -> list[str]:
+    exe = Path(sys.executable).with_name("tflite_convert")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tensorflow.lite.python.tflite_convert"]
+
+
+def convert(request: ConversionRequest, original, export_dir: str | None, fixed_batch: bool,
+            representative=None, workdir: str | None = None) -> ConversionResult:
+    """Convert ``original`` (an OriginalModel) through ``request.route`` with ``request.optimization``.
+
+    ``export_dir`` is the SavedModel folder (the source itself, or the one-time Keras export).
+    Raises ConversionError with a one-line explanation and the converter's log as detail.
+    """
+    from .capture import capture_output
+    route, opt = request.route, request.optimization
+    check_supported(route, opt, original.source.format)
+    warnings: list[str] = []
+    if fixed_batch:
+        warnings.append("Converted with a fixed batch of 1: recurrent layers fail with a dynamic batch on TF 2.21 "
+                        "(\"Lowering tensor list ops is failed\"). The .tflite takes one sample per call.")
+    t0 = time.perf_counter()
+    if route is Route.CLI:
+        tflite, calls, log = _convert_cli(opt, export_dir, workdir)
+    else:
+        with capture_output() as cap:
+            try:
+                tflite, calls = _convert_api(request, original, export_dir, fixed_batch, representative)
+                error = None
+            except Exception as e:  # the converter raises many types; all mean "conversion failed"
+                error = e
+        log = cap.text
+        if error is not None:
+            full = f"{log}\n{type(error).__name__}: {error}"
+            raise ConversionError(explain_failure(route, opt, full), detail=full) from None
+    if not tflite:
+        raise ConversionError(f"Conversion {route.value}-{opt.value} produced an empty model.", detail=log)
+    return ConversionResult(tflite, route, opt, calls, warnings, log, time.perf_counter() - t0, fixed_batch)
+
+
+def _convert_api(request, original, export_dir, fixed_batch, representative):
+    import tensorflow as tf
+    from . import recipes
+    from .models import fixed_batch_model
+    route = request.route
+    if route is Route.KERAS:
+        model = fixed_batch_model(original.keras_model) if fixed_batch else original.keras_model
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        calls = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
+        if fixed_batch:
+            calls.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")
+        calls.append("converter = tf.lite.TFLiteConverter.from_keras_model(model)")
+    elif route is Route.SAVED_MODEL:
+        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        calls = _export_lines(original, export_dir, fixed_batch)
+        calls.append(f"converter = tf.lite.TFLiteConverter.from_saved_model({export_dir!r})")
+    else:
+        # Passing the Keras model as trackable_obj silently yields NaN outputs (weights not captured);
+        # the loaded SavedModel's signature carries its variables.
+        loaded = tf.saved_model.load(export_dir)
+        fn = loaded.signatures["serving_default"]
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], loaded)
+        calls = _export_lines(original, export_dir, fixed_batch)
+        calls += [f"loaded = tf.saved_model.load({export_dir!r})",
+                  "concrete_func = loaded.signatures['serving_default']",
+                  "converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_func], loaded)"]
+    calls += recipes.apply(converter, request.optimization, representative, request.int8_io)
+    calls.append("tflite_model = converter.convert()")
+    return converter.convert(), calls
+
+
+def _export_lines(original, export_dir, fixed_batch) -> list[str]:
+    if not original.is_keras:
+        return []
+    lines = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
+    if fixed_batch:
+        lines.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")
+    lines.append(f"model.export({export_dir!r})  # once per model")
+    return lines
+
+
+def _convert_cli(opt: Optimization, export_dir: str, workdir: str | None):
+    out_dir = Path(tempfile.mkdtemp(dir=workdir, prefix="cli-"))
+    out = out_dir / "model.tflite"
+    cmd = _tflite_convert_command() + [f"--saved_model_dir={export_dir}", f"--output_file={out}"] + CLI_FLAGS[opt]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    log = f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}"
+    if proc.returncode != 0 or not out.exists():
+        raise ConversionError(explain_failure(Route.CLI, opt, log) + f" (exit code {proc.returncode})", detail=log)
+    data = out.read_bytes()
+    out.unlink()
+    out_dir.rmdir()
+    return data, [shlex.join(cmd)], log

@@ -1,0 +1,287 @@
+"""Stage 5: sample inputs, random or from the user's files, checked against the signature.
+
+Plain NumPy and Pillow only. Nothing is ever unpickled (``allow_pickle=False``).
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Limits
+from .errors import SampleError
+from .types import Signature, TensorInfo, sha256_arrays
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class SampleSet:
+    """Inputs keyed by input name, each with a leading sample axis."""
+
+    arrays: dict[str, np.ndarray]
+    origin: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    @property
+    def sha256(self) -> str:
+        return sha256_arrays(self.arrays)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, **self.arrays)
+
+
+def _concrete(t: TensorInfo, fill: int = 1) -> tuple:
+    return tuple(fill if d is None else int(d) for d in t.sample_shape)
+
+
+def random_samples(signature: Signature, n: int = 64, seed: int = 0,
+                   low: float = 0.0, high: float = 1.0) -> SampleSet:
+    """Uniform samples in [low, high) (integers in [low, high]); dynamic non-batch dims become 1."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    warnings = []
+    for t in signature.inputs:
+        shape = (n, *_concrete(t))
+        if any(d is None for d in t.sample_shape):
+            warnings.append(f"Input '{t.name}' has dynamic dims {t.shape_text}; random samples use size 1 there.")
+        dt = np.dtype(t.dtype)
+        if dt.kind in "iu":
+            arrays[t.name] = rng.integers(int(low), int(high) + 1, size=shape).astype(dt)
+        elif dt.kind == "b":
+            arrays[t.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            arrays[t.name] = rng.uniform(low, high, size=shape).astype(dt)
+    return SampleSet(arrays, f"random uniform [{low:g}, {high:g}), seed {seed}", warnings)
+
+
+def conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits | None = None,
+            origin: str = "file") -> SampleSet:
+    """Match user arrays to the signature: names, shapes, dtypes; cap the sample count.
+
+    Raises:
+        SampleError: a missing input, or a shape/dtype that does not fit, naming both shapes.
+    """
+    limits = limits or Limits.from_env()
+    names = [t.name for t in signature.inputs]
+    if len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise SampleError(f"Samples lack input(s) {', '.join(repr(m) for m in missing)}; they hold "
+                          f"{', '.join(repr(k) for k in arrays) or 'nothing'}. Key an .npz by input name.")
+    out, warnings, counts = {}, [], set()
+    for t in signature.inputs:
+        a = np.asarray(arrays[t.name])
+        if a.dtype == object or a.dtype.kind in "OUSV":
+            raise SampleError(f"Samples for '{t.name}' have dtype {a.dtype}; numeric arrays are required.")
+        if a.ndim == len(t.sample_shape) and _fits(a.shape, t.sample_shape):
+            a = a[None]   # one sample given without the batch axis
+        if a.ndim != len(t.shape) or not _fits(a.shape[1:], t.sample_shape):
+            raise SampleError(f"Samples for input '{t.name}' have shape {tuple(a.shape)}, but the model expects "
+                              f"{t.shape_text} (first axis = samples).")
+        want = np.dtype(t.dtype)
+        if a.dtype != want:
+            if want.kind in "iu" and a.dtype.kind == "f" and not np.all(np.equal(np.mod(a, 1), 0)):
+                raise SampleError(f"Samples for input '{t.name}' are {a.dtype} with fractions, but the model "
+                                  f"expects {want}.")
+            a = a.astype(want)
+        if a.shape[0] > limits.max_samples:
+            warnings.append(f"Using the first {limits.max_samples} of {a.shape[0]} samples (limit).")
+            a = a[: limits.max_samples]
+        counts.add(a.shape[0])
+        out[t.name] = np.ascontiguousarray(a)
+    if len(counts) > 1:
+        raise SampleError(f"Inputs have different sample counts {sorted(counts)}; give the same number for each.")
+    if 0 in counts:
+        raise SampleError("The sample file holds zero samples.")
+    return SampleSet(out, origin, warnings)
+
+
+def _fits(shape, expected) -> bool:
+    return len(shape) == len(expected) and all(e is None or int(e) == int(s) for s, e in zip(shape, expected))
+
+
+def _load_npy(data: bytes, name: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise SampleError(f"{name} holds pickled Python objects; they are never loaded. "
+                              "Save a plain numeric array with np.save.") from None
+        raise SampleError(f"{name} is not a valid .npy file ({e}).") from None
+    except Exception as e:
+        raise SampleError(f"{name} is not a valid .npy file ({type(e).__name__}).") from None
+
+
+def _load_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise SampleError(f"{name} holds pickled Python objects; they are never loaded.") from None
+        raise SampleError(f"{name} is not a valid .npz file ({e}).") from None
+    except Exception as e:
+        raise SampleError(f"{name} is not a valid .npz file ({type(e).__name__}).") from None
+
+
+def _load_csv(data: bytes, name: str) -> np.ndarray:
+    import pandas as pd
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+    except Exception as e:
+        raise SampleError(f"{name} is not a readable CSV ({type(e).__name__}).") from None
+    header_is_data = all(_is_number(c) for c in df.columns)
+    if header_is_data:
+        df = pd.read_csv(io.BytesIO(data), header=None)
+    try:
+        return df.to_numpy(dtype=np.float32)
+    except (ValueError, TypeError):
+        bad = [c for c in df.columns if df[c].dtype == object][:3]
+        raise SampleError(f"{name} has non-numeric columns ({', '.join(map(str, bad))}); "
+                          "CSV samples must be numbers, one row per sample.") from None
+
+
+def _is_number(s) -> bool:
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _image_input(signature: Signature) -> TensorInfo:
+    for t in signature.inputs:
+        s = t.sample_shape
+        if len(s) == 3 and s[-1] in (1, 3, 4) or len(s) == 2:
+            return t
+    raise SampleError("Images were given, but no input looks like an image (H, W, C) or (H, W); "
+                      f"inputs: {', '.join(t.name + ' ' + t.shape_text for t in signature.inputs)}.")
+
+
+def images_to_array(blobs: list[tuple[str, bytes]], t: TensorInfo, limits: Limits,
+                    value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Decode, convert to the input's channels, resize to its H x W and scale into value_range."""
+    from PIL import Image
+    if len(blobs) > limits.max_images:
+        raise SampleError(f"{len(blobs)} images given, more than the limit of {limits.max_images}.")
+    s = t.sample_shape
+    h, w = (s[0] or 224), (s[1] or 224)
+    channels = s[2] if len(s) == 3 else None
+    mode = {1: "L", 3: "RGB", 4: "RGBA", None: "L"}[channels]
+    out = []
+    for name, data in blobs:
+        try:
+            img = Image.open(io.BytesIO(data))
+            if img.size[0] * img.size[1] > limits.max_image_pixels:
+                raise SampleError(f"Image {name} is {img.size[0]}x{img.size[1]} pixels, more than the limit of "
+                                  f"{limits.max_image_pixels:,}.")
+            img = img.convert(mode).resize((w, h), Image.BILINEAR)
+        except SampleError:
+            raise
+        except Exception as e:
+            raise SampleError(f"Image {name} cannot be decoded ({type(e).__name__}); it is corrupt or not an image.") from None
+        a = np.asarray(img, dtype=np.float32) / 255.0
+        if channels == 1:
+            a = a[..., None]
+        lo, hi = value_range
+        out.append(lo + a * (hi - lo))
+    return np.stack(out).astype(np.dtype(t.dtype) if np.dtype(t.dtype).kind == "f" else np.float32)
+
+
+def load_samples(data: bytes, filename: str, signature: Signature, limits: Limits | None = None,
+                 image_range: tuple[float, float] = (0.0, 1.0)) -> SampleSet:
+    """Samples from one uploaded file (.npy, .npz, .csv, an image, or a zip of images).
+
+    The content decides the format; the name only appears in messages.
+    """
+    limits = limits or Limits.from_env()
+    name = Path(filename).name
+    if len(data) > limits.upload_mb * 2**20:
+        raise SampleError(f"{name} is larger than the upload limit of {limits.upload_mb:.0f} MB.")
+    if not data:
+        raise SampleError(f"{name} is empty.")
+    if data.startswith(b"\x93NUMPY"):
+        return conform({signature.inputs[0].name: _load_npy(data, name)}, signature, limits, name) \
+            if len(signature.inputs) == 1 else _one_array_many_inputs(name, signature)
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(data))
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        except zipfile.BadZipFile:
+            raise SampleError(f"{name} is a corrupt zip archive.") from None
+        if names and all(n.endswith(".npy") for n in names):
+            return conform(_load_npz(data, name), signature, limits, name)
+        images = [n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and not Path(n).name.startswith(".")]
+        if not images:
+            raise SampleError(f"{name} is a zip with neither .npy arrays nor images.")
+        if len(images) > limits.max_images:
+            raise SampleError(f"{name} holds {len(images)} images, more than the limit of {limits.max_images}.")
+        total = sum(zf.getinfo(n).file_size for n in images)
+        if total > limits.unzip_total_mb * 2**20:
+            raise SampleError(f"{name} would expand to {total / 2**20:.0f} MB; refused.")
+        blobs = [(n, zf.read(n)) for n in sorted(images)]
+        return image_samples(blobs, signature, limits, image_range, origin=name)
+    if data.startswith((b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")):
+        return image_samples([(name, data)], signature, limits, image_range, origin=name)
+    if data[:1] == b"\x80":
+        raise SampleError(f"{name} is a Python pickle; pickles are never loaded. Use .npy, .npz, .csv or images.")
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SampleError(f"{name} is not a sample file this tool reads (.npy, .npz, .csv, png/jpg or a zip "
+                          "of images).") from None
+    if len(signature.inputs) != 1:
+        raise SampleError(f"{name} is a CSV, which fills one input; the model has {len(signature.inputs)}. "
+                          "Use an .npz keyed by input name.")
+    return conform({signature.inputs[0].name: _load_csv(data, name)}, signature, limits, name)
+
+
+def _one_array_many_inputs(name: str, signature: Signature):
+    raise SampleError(f"{name} is one .npy array, but the model has {len(signature.inputs)} inputs "
+                      f"({', '.join(t.name for t in signature.inputs)}); use an .npz keyed by input name.")
+
+
+def image_samples(blobs, signature, limits, image_range=(0.0, 1.0), origin="images") -> SampleSet:
+    if len(signature.inputs) != 1:
+        raise SampleError(f"Images fill one input; the model has {len(signature.inputs)}. Use an .npz keyed by input name.")
+    t = _image_input(signature)
+    return conform({t.name: images_to_array(blobs, t, limits, image_range)}, signature, limits, origin)
+
+
+def load_samples_path(path: str | Path, signature: Signature, limits: Limits | None = None,
+                      image_range: tuple[float, float] = (0.0, 1.0)) -> SampleSet:
+    """Samples from a file or a folder of images."""
+    limits = limits or Limits.from_env()
+    p = Path(path)
+    if not p.exists():
+        raise SampleError(f"{p} does not exist.")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SampleError(f"{p} is a folder without images (png/jpg).")
+        if len(files) > limits.max_images:
+            raise SampleError(f"{p} holds {len(files)} images, more than the limit of {limits.max_images}.")
+        return image_samples([(f.name, f.read_bytes()) for f in files], signature, limits, image_range, origin=p.name)
+    if p.stat().st_size > limits.upload_mb * 2**20:
+        raise SampleError(f"{p.name} is larger than the upload limit of {limits.upload_mb:.0f} MB.")
+    return load_samples(p.read_bytes(), p.name, signature, limits, image_range)
+
+
+def representative_dataset(arrays: dict[str, np.ndarray], signature_keys: dict[str, str], max_n: int = 100):
+    """A callable yielding one sample at a time (batch 1) as {signature key: array} for calibration."""
+    n = min(len(next(iter(arrays.values()))), max_n)
+
+    def gen():
+        for i in range(n):
+            yield {signature_keys.get(k, k): v[i:i + 1].astype(np.float32) if v.dtype.kind == "f" else v[i:i + 1]
+                   for k, v in arrays.items()}
+    return gen

@@ -1,0 +1,57 @@
+"""Stage 2: every input and output of a model: name, shape (None = dynamic), dtype."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SignatureError
+from .types import Signature, TensorInfo
+
+
+def _dtype_name(dt) -> str:
+    name = getattr(dt, "name", None) or str(dt)
+    return np.dtype(name).name if name != "string" else "string"
+
+
+def keras_signature(model) -> Signature:
+    """Inputs by their Input-layer names (the keys Keras' export uses), outputs by layer name."""
+    inputs = tuple(TensorInfo(t.name, tuple(t.shape), _dtype_name(t.dtype), key=t.name) for t in model.inputs)
+    names = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+    outputs = tuple(TensorInfo(names[i] if i < len(names) else f"output_{i}", tuple(t.shape),
+                               _dtype_name(t.dtype), key=f"output_{i}")
+                    for i, t in enumerate(model.outputs))
+    return Signature(inputs, outputs)
+
+
+def saved_model_signature(fn) -> Signature:
+    """From a SavedModel serving function (``loaded.signatures['serving_default']``)."""
+    specs = fn.structured_input_signature[1]
+    if not specs:
+        raise SignatureError("The SavedModel's serving signature takes no named inputs; "
+                             "export it with model.export() or tf.saved_model.save(..., signatures=...).")
+    inputs = tuple(TensorInfo(k, tuple(s.shape.as_list()), _dtype_name(s.dtype), key=k) for k, s in specs.items())
+    outs = fn.structured_outputs
+    if not isinstance(outs, dict):
+        raise SignatureError("The SavedModel's serving signature does not name its outputs.")
+    outputs = tuple(TensorInfo(k, tuple(s.shape.as_list()), _dtype_name(s.dtype), key=k) for k, s in outs.items())
+    return Signature(inputs, outputs)
+
+
+def _strip(name: str) -> str:
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def tflite_signature(interpreter) -> Signature:
+    """From a LiteRT interpreter: the serving signature when present, else the raw tensors."""
+    sigs = interpreter.get_signature_list()
+    def info(key, d):
+        shape = tuple(None if s == -1 else int(s) for s in d.get("shape_signature", d["shape"]))
+        return TensorInfo(key, shape, np.dtype(d["dtype"]).name, key=key)
+    if sigs:
+        key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+        runner = interpreter.get_signature_runner(key)
+        ins = runner.get_input_details()
+        outs = runner.get_output_details()
+        return Signature(tuple(info(k, d) for k, d in ins.items()), tuple(info(k, d) for k, d in outs.items()))
+    return Signature(tuple(info(_strip(d["name"]), d) for d in interpreter.get_input_details()),
+                     tuple(info(_strip(d["name"]), d) for d in interpreter.get_output_details()))

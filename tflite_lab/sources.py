@@ -1,0 +1,295 @@
+"""Stage 1: model bytes -> a ModelSource on disk, with the format detected from the bytes.
+
+Everything here is plain Python (zipfile, h5py, json): it runs before TensorFlow sees a byte, so a
+hostile upload is refused before any parser with a large attack surface touches it. Loading the
+model into TensorFlow happens in ``models.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from .config import Limits, cache_dir
+from .errors import SourceError
+from .types import ModelSource, SourceFormat
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+TFLITE_IDENTIFIER = b"TFL3"   # flatbuffer file identifier at bytes 4..8
+EXPECTED = "expected a .keras, .h5, zipped SavedModel or .tflite model"
+
+# Layer classes whose saved config can carry Python code or arbitrary callables.
+CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
+def describe_bytes(head: bytes) -> str:
+    """What a file that is not a model looks like, for the one-line refusal."""
+    if not head:
+        return "empty"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array"
+    if head.startswith(b"\x89PNG"):
+        return "a PNG image"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "a JPEG image"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        return "a compressed archive (gzip/bzip2/xz), not a zip"
+    if head[:1] in (b"\x80",) and b"pickle" not in head[:2]:
+        return "a Python pickle"
+    try:
+        text = head[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognized binary data"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    if text.lstrip().startswith(("{", "[")):
+        return f"JSON text ('{first}')"
+    if "," in first:
+        return f"CSV text ('{first}')"
+    return f"text ('{first}')"
+
+
+def _zip_names(data: bytes | str) -> list[str]:
+    with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as zf:
+        return zf.namelist()
+
+
+def _saved_model_root(names: list[str]) -> str | None:
+    """Folder inside a zip that holds saved_model.pb: the root, or one top-level folder."""
+    for n in names:
+        p = PurePosixPath(n)
+        if p.name == "saved_model.pb" and len(p.parts) <= 2:
+            return str(p.parent) if len(p.parts) == 2 else ""
+    return None
+
+
+def detect_format(data: bytes, filename: str = "model") -> SourceFormat:
+    """Tell the format from the bytes alone; the file name only appears in messages.
+
+    Raises:
+        SourceError: empty, truncated or unrecognized bytes, or a zip that holds no model.
+    """
+    name = os.path.basename(filename) or "model"
+    head = data[:16]
+    if head.startswith(HDF5_MAGIC):
+        return SourceFormat.H5
+    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
+        return SourceFormat.TFLITE
+    if head.startswith(ZIP_MAGICS):
+        try:
+            names = _zip_names(data)
+        except (zipfile.BadZipFile, ValueError, OSError) as e:
+            raise SourceError(f"{name} is a truncated or corrupt zip archive ({e}); {EXPECTED}.") from None
+        if "config.json" in names and ("model.weights.h5" in names or "metadata.json" in names):
+            return SourceFormat.KERAS
+        if _saved_model_root(names) is not None:
+            return SourceFormat.SAVED_MODEL
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "") or "nothing"
+        raise SourceError(f"{name} is a zip archive without a SavedModel (no saved_model.pb at its root "
+                          f"or in one top folder; it holds {shown}); {EXPECTED}.")
+    raise SourceError(f"{name} is {describe_bytes(data[:512])}, not a model; {EXPECTED}.")
+
+
+def _check_member(info: zipfile.ZipInfo, dest: Path) -> Path:
+    raw = info.filename
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise SourceError(f"Archive entry '{raw}' is a symbolic link; links are refused.")
+    if raw.startswith(("/", "\\")) or (len(raw) > 1 and raw[1] == ":") or "\\" in raw:
+        raise SourceError(f"Archive entry '{raw}' has an absolute or Windows path; refused.")
+    parts = PurePosixPath(raw).parts
+    if ".." in parts:
+        raise SourceError(f"Archive entry '{raw}' points outside the archive folder ('..'); refused.")
+    target = (dest / raw).resolve()
+    if not str(target).startswith(str(dest.resolve()) + os.sep) and target != dest.resolve():
+        raise SourceError(f"Archive entry '{raw}' resolves outside the archive folder; refused.")
+    return target
+
+
+def safe_unzip(data: bytes, dest: Path, limits: Limits, name: str = "archive") -> None:
+    """Unpack a zip with every entry checked before anything is written.
+
+    Refuses absolute paths, '..', symlinks, too many entries, too large a total or too high a
+    compression ratio (zip bombs); sizes are enforced again while writing, since headers can lie.
+    """
+    max_total = int(limits.unzip_total_mb * 2**20)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise SourceError(f"{name} is a truncated or corrupt zip archive ({e}).") from None
+    if len(infos) > limits.unzip_max_entries:
+        raise SourceError(f"{name} holds {len(infos)} entries, more than the limit of {limits.unzip_max_entries}.")
+    total = sum(i.file_size for i in infos)
+    compressed = sum(i.compress_size for i in infos) or 1
+    if total > max_total:
+        raise SourceError(f"{name} would expand to {total / 2**20:.0f} MB, more than the limit of "
+                          f"{limits.unzip_total_mb:.0f} MB; refused (zip bomb?).")
+    for i in infos:
+        ratio = i.file_size / max(i.compress_size, 1)
+        if i.file_size > 2**20 and ratio > limits.unzip_max_ratio:
+            raise SourceError(f"{name}: entry '{i.filename}' expands {ratio:.0f}x "
+                              f"(limit {limits.unzip_max_ratio:.0f}x); refused (zip bomb?).")
+    if total > 2**20 and total / compressed > limits.unzip_max_ratio:
+        raise SourceError(f"{name} expands {total / compressed:.0f}x overall "
+                          f"(limit {limits.unzip_max_ratio:.0f}x); refused (zip bomb?).")
+    targets = [(_check_member(i, dest), i) for i in infos]
+    written = 0
+    for target, info in targets:
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > max_total:
+                        raise SourceError(f"{name} expands past {limits.unzip_total_mb:.0f} MB while "
+                                          "unpacking (its headers understate the sizes); refused.")
+                    out.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise SourceError(f"{name} is corrupt: entry '{info.filename}' cannot be read ({e}).") from None
+
+
+def read_limited(path: str | Path, limits: Limits) -> bytes:
+    p = Path(path)
+    size = p.stat().st_size
+    if size > limits.upload_mb * 2**20:
+        raise SourceError(f"{p.name} is {size / 2**20:.0f} MB, more than the upload limit of {limits.upload_mb:.0f} MB.")
+    return p.read_bytes()
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_symlink():
+                raise SourceError(f"{f} is a symbolic link inside the SavedModel folder; refused.")
+            if f.is_file():
+                zi = zipfile.ZipInfo(str(f.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
+                zf.writestr(zi, f.read_bytes())
+    return buf.getvalue()
+
+
+def load_source(data: bytes, filename: str, *, limits: Limits | None = None,
+                store: Path | None = None) -> ModelSource:
+    """Check the bytes, detect the format and place the model in the content-addressed store.
+
+    The same bytes always land in the same folder, so later stages can cache by ``sha256``.
+    """
+    limits = limits or Limits.from_env()
+    name = os.path.basename(filename) or "model"
+    if len(data) > limits.upload_mb * 2**20:
+        raise SourceError(f"{name} is {len(data) / 2**20:.0f} MB, more than the upload limit of {limits.upload_mb:.0f} MB.")
+    fmt = detect_format(data, name)
+    sha = hashlib.sha256(data).hexdigest()
+    root = (store or cache_dir()) / "models" / sha
+    filenames = {SourceFormat.KERAS: "model.keras", SourceFormat.H5: "model.h5",
+                 SourceFormat.TFLITE: "model.tflite", SourceFormat.SAVED_MODEL: "saved_model"}
+    target = root / filenames[fmt]
+    if not target.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+        try:
+            if fmt is SourceFormat.SAVED_MODEL:
+                safe_unzip(data, tmp / "unpacked", limits, name)
+                sub = _saved_model_root([str(p.relative_to(tmp / "unpacked")) for p in (tmp / "unpacked").rglob("saved_model.pb")])
+                if sub is None:
+                    raise SourceError(f"{name} holds no saved_model.pb after unpacking.")
+                os.replace(tmp / "unpacked" / sub, tmp / "ready")
+            else:
+                (tmp / "ready").write_bytes(data)
+            try:
+                os.replace(tmp / "ready", target)
+            except OSError:
+                if not target.exists():   # a concurrent job may have placed the same bytes first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ModelSource(path=str(target), format=fmt, sha256=sha, size_bytes=len(data), filename=name)
+
+
+def source_from_path(path: str | Path, *, limits: Limits | None = None, store: Path | None = None) -> ModelSource:
+    """A model given on the command line: a file, or a SavedModel folder."""
+    limits = limits or Limits.from_env()
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p} does not exist.")
+    if p.is_dir():
+        if not (p / "saved_model.pb").exists():
+            raise SourceError(f"{p} is a folder without saved_model.pb; {EXPECTED}.")
+        data = _zip_folder(p)
+        if len(data) > limits.upload_mb * 2**20:
+            raise SourceError(f"{p} holds {len(data) / 2**20:.0f} MB, more than the limit of {limits.upload_mb:.0f} MB.")
+    else:
+        data = read_limited(p, limits)
+    return load_source(data, p.name, limits=limits, store=store)
+
+
+# ---- what a Keras file would deserialize, read without deserializing it ----
+
+def read_keras_config(source: ModelSource) -> dict:
+    """The model config stored in a .keras or .h5 file, as JSON, without building anything."""
+    try:
+        if source.format is SourceFormat.KERAS:
+            with zipfile.ZipFile(source.path) as zf:
+                return json.loads(zf.read("config.json"))
+        import h5py
+        with h5py.File(source.path, "r") as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                raise SourceError(f"{source.filename} is an HDF5 file without a model config "
+                                  "(weights only?); save the whole model with model.save().")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except SourceError:
+        raise
+    except Exception as e:  # h5py/zip/json raise many types on corrupt files
+        raise SourceError(f"{source.filename} is a truncated or corrupt {source.format.value} file "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}).") from None
+
+
+def check_keras_config(config: dict, filename: str) -> None:
+    """Refuse configs that would run code when deserialized: Lambda layers and custom objects.
+
+    Keras 3's safe_mode blocks Python lambdas, but a custom class registered by name would import
+    and run user code if it were importable; refusing both keeps the guarantee independent of it.
+    """
+    found_code: list[str] = []
+    found_custom: list[str] = []
+
+    def walk(node, path: str):
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if isinstance(cls, str):
+                label = (node.get("config") or {}).get("name", cls) if isinstance(node.get("config"), dict) else cls
+                if cls in CODE_LAYERS:
+                    found_code.append(f"{cls} '{label}'")
+                module = node.get("module")
+                registered = node.get("registered_name")
+                if isinstance(module, str) and module and not module.startswith(("keras", "builtins")):
+                    found_custom.append(f"{cls} (module {module})")
+                elif isinstance(registered, str) and ">" in registered:
+                    found_custom.append(f"{cls} (registered as {registered})")
+            for v in node.values():
+                walk(v, path)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, path)
+
+    walk(config, "")
+    if found_code:
+        raise SourceError(f"{filename} contains {', '.join(found_code[:3])}: a layer that stores Python code. "
+                          "Code from uploads is never run; rebuild the model without Lambda layers.")
+    if found_custom:
+        raise SourceError(f"{filename} uses custom objects ({', '.join(found_custom[:3])}) whose code is not "
+                          "part of Keras; they are not loaded from uploads. Use built-in layers or a SavedModel.")

@@ -1,0 +1,53 @@
+"""Content-addressed results on disk: the same model bytes with the same settings are never redone.
+
+Layout under ``config.cache_dir()``:
+  models/<sha256>/          the model as uploaded (+ its one-time SavedModel export)
+  samples/<key>.npz         sample inputs actually used
+  reports/<key>.json        prepared references and cell reports
+  tflite/<key>.tflite       converted models, with <key>.json (calls, warnings, log)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+from .config import cache_dir
+
+VERSION_SALT = f"tflite_lab-1 tf-{version('tensorflow')} litert-{version('ai-edge-litert')}"
+
+
+def key_of(**parts) -> str:
+    blob = json.dumps({**parts, "_": VERSION_SALT}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else cache_dir()
+
+    def path(self, kind: str, key: str, suffix: str) -> Path:
+        p = self.root / kind / f"{key}{suffix}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def get_json(self, kind: str, key: str) -> dict | None:
+        p = self.path(kind, key, ".json")
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put_json(self, kind: str, key: str, obj) -> None:
+        self.put_bytes(kind, key, ".json", json.dumps(obj).encode())
+
+    def put_bytes(self, kind: str, key: str, suffix: str, data: bytes) -> Path:
+        p = self.path(kind, key, suffix)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, p)   # atomic: concurrent readers see all or nothing
+        return p

@@ -39,7 +39,8 @@ class Inspection:
     dynamic_inputs: list[str] = field(default_factory=list)
     quantized_tensors: int = 0
     subgraphs: int = 1
-    findings: list[str] = field(default_factory=list)   # plain-language deployment notes
+    findings: list[str] = field(default_factory=list)   # deployment problems, shown as warnings
+    notes: list[str] = field(default_factory=list)      # facts worth knowing, not problems
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -128,12 +129,13 @@ def inspect_tflite(tflite: bytes) -> Inspection:
     if dynamic:
         findings.append(f"Inputs with dynamic non-batch dims ({', '.join(dynamic)}): call resize_tensor_input "
                         "before allocate_tensors; some delegates need static shapes.")
+    notes = []
     if batch_dynamic:
-        findings.append("Dynamic batch: stored as 1; resize the input tensor to run batches.")
+        notes.append("Dynamic batch: stored as 1; resize the input tensor to run batches.")
     if quantized and all(t["dtype"] in ("int8", "uint8", "int16", "int32") for t in inputs + outputs):
-        findings.append("Integer model I/O: quantize inputs and dequantize outputs with each tensor's scale and zero point.")
+        notes.append("Integer model I/O: quantize inputs and dequantize outputs with each tensor's scale and zero point.")
     return Inspection(len(tflite), dict(ops.most_common()), tensors, inputs, outputs, flex, custom,
-                      dynamic, quantized, model.SubgraphsLength(), findings)
+                      dynamic, quantized, model.SubgraphsLength(), findings, notes)
 
 
 def analyzer_report(tflite: bytes) -> str:

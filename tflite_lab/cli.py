@@ -1,0 +1,287 @@
+"""Command line: ``python -m tflite_lab convert|matrix|inspect`` (the contract is in the README).
+
+Exit codes: 0 within tolerance, 1 a tolerance failed, 2 bad input, 3 the conversion failed.
+This process never imports TensorFlow: the work runs in worker processes (worker.py), which also
+keeps stdout clean for ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .config import Limits
+from .errors import ConversionError, SourceError, TFLiteLabError, UnsupportedCombination, WorkerError
+from .routes import refusal
+from .types import Optimization, Route, SourceFormat, Tolerances
+
+EXIT_OK, EXIT_TOLERANCE, EXIT_BAD_INPUT, EXIT_CONVERSION = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump: scripts parse stderr
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help=".keras, .h5, SavedModel folder or .zip, or .tflite")
+    p.add_argument("--samples", help=".npy, .npz (keyed by input name), .csv, an image, a folder or zip of images")
+    p.add_argument("--num-samples", type=int, default=None, help="random samples to draw (default 64), or cap on file samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--low", type=float, default=0.0, help="random samples: lower bound (default 0)")
+    p.add_argument("--high", type=float, default=1.0, help="random samples: upper bound (default 1)")
+    p.add_argument("--out", help="write model.tflite, samples.npz and report.json here")
+    p.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
+    p.add_argument("--max-abs-error", type=float, help="tolerance on max abs error (any recipe)")
+    p.add_argument("--min-top1", type=float, help="tolerance on top-1 agreement (classifier outputs)")
+    p.add_argument("--min-psnr", type=float, help="tolerance on PSNR in dB (non-classifier outputs)")
+    p.add_argument("--int8-io", action="store_true", help="int8: integer model inputs/outputs (default float)")
+    p.add_argument("--threads", type=int, default=None, help="LiteRT threads for inference and latency")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds per worker job")
+    p.add_argument("--memory-limit", type=float, default=None, help="MB per worker")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and details")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tflite_lab", description="Convert Keras/TensorFlow models to TFLite and prove the conversion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("convert", help="convert one route x optimization and compare")
+    _common(c)
+    c.add_argument("--route", choices=[r.value for r in Route], default=Route.SAVED_MODEL.value)
+    c.add_argument("--optimize", choices=[o.value for o in Optimization], default=Optimization.NONE.value)
+    c.add_argument("--reference", help="for a .tflite MODEL: the original model to compare it against")
+    m = sub.add_parser("matrix", help="every route x optimization cell")
+    _common(m)
+    m.add_argument("--routes", nargs="+", choices=[r.value for r in Route], default=[r.value for r in Route])
+    m.add_argument("--optimizations", nargs="+", choices=[o.value for o in Optimization],
+                   default=[o.value for o in Optimization])
+    m.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    i = sub.add_parser("inspect", help="signature, operators, tensors and deployment findings")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--debug", action="store_true")
+    return parser
+
+
+def _progress(enabled: bool, label: str = ""):
+    t0 = time.monotonic()
+    def report(step, _elapsed=None):
+        if enabled:
+            print(f"[{time.monotonic() - t0:6.1f}s] {label}{step}", file=sys.stderr, flush=True)
+    return report
+
+
+def _limits(args) -> Limits:
+    from dataclasses import replace
+    lim = Limits.from_env()
+    if getattr(args, "time_limit", None):
+        lim = replace(lim, job_time_s=args.time_limit)
+    if getattr(args, "memory_limit", None):
+        lim = replace(lim, job_memory_mb=args.memory_limit)
+    return lim
+
+
+def _specs(args):
+    from .pipeline import BenchSpec, SampleSpec
+    samples = SampleSpec(path=str(Path(args.samples).resolve()) if args.samples else None,
+                         count=args.num_samples, seed=args.seed, low=args.low, high=args.high)
+    if args.samples and not Path(args.samples).exists():
+        raise TFLiteLabError(f"Samples path {args.samples} does not exist.")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise TFLiteLabError(f"--num-samples must be at least 1, got {args.num_samples}.")
+    return samples, BenchSpec(enabled=not args.no_latency, threads=args.threads)
+
+
+def _tolerances(args, optimization) -> Tolerances:
+    opt = Optimization.NONE if optimization == "provided" else Optimization(optimization)
+    return Tolerances.for_optimization(opt).override(
+        max_abs_error=args.max_abs_error, min_top1=args.min_top1, min_psnr_db=args.min_psnr)
+
+
+def _write_out(out: Path, report: dict, public: dict) -> None:
+    import shutil
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report["tflite_path"], out / "model.tflite")
+    shutil.copyfile(report["samples_path"], out / "samples.npz")
+    (out / "report.json").write_text(json.dumps(public, indent=2))
+    if report.get("converter_log"):
+        (out / "converter.log").write_text(report["converter_log"])
+
+
+def _fmt(x, spec=".3g"):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return format(x, spec) if math.isfinite(x) else str(x)
+
+
+def _table(public: dict) -> str:
+    lines = [f"{public['route'] or 'provided'}-{public['optimization']}: "
+             f"{'PASS' if public['ok'] else 'FAIL'}  "
+             f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
+             f"{public['num_samples']} samples"]
+    lat = public["latency_ms"]
+    if lat.get("tflite"):
+        orig = lat.get("original") or {}
+        lines.append(f"latency (batch 1, median/p90 ms): original {_fmt(orig.get('median'))}/{_fmt(orig.get('p90'))}, "
+                     f"tflite {_fmt(lat['tflite']['median'])}/{_fmt(lat['tflite']['p90'])}")
+    lines.append(f"{'output':<16}{'max_abs':>11}{'mean_abs':>11}{'rmse':>11}{'cosine':>10}{'psnr_db':>9}{'top1':>7}")
+    for o in public["outputs"]:
+        lines.append(f"{o['name'][:15]:<16}{_fmt(o['max_abs_error']):>11}{_fmt(o['mean_abs_error']):>11}"
+                     f"{_fmt(o['rmse']):>11}{_fmt(o['cosine'], '.6f'):>10}{_fmt(o['psnr_db'], '.1f'):>9}"
+                     f"{_fmt(o['top1_agreement'], '.3f'):>7}")
+    for f in public.get("failures", []):
+        lines.append(f"  fail: {f}")
+    for w in public.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)
+
+
+def cmd_convert(args) -> int:
+    from .pipeline import judge_report, report_json, source_json
+    from .sources import source_from_path
+    from .worker import WorkerPool
+    limits = _limits(args)
+    src = source_from_path(args.model, limits=limits)
+    samples, bench = _specs(args)
+    reference = None
+    if src.format is SourceFormat.TFLITE:
+        if not args.reference:
+            raise UnsupportedCombination(f"{src.filename} is already a .tflite; pass --reference ORIGINAL to compare "
+                                         "it against its original, or use 'inspect'.")
+        reference = source_from_path(args.reference, limits=limits)
+        if reference.format is SourceFormat.TFLITE:
+            raise SourceError("--reference must be the original model (.keras, .h5 or SavedModel), not a .tflite.")
+    else:
+        reason = refusal(args.route, args.optimize, src.format)
+        if reason:
+            raise UnsupportedCombination(reason)
+    progress = _progress(True)
+    with WorkerPool(1, limits) as pool:
+        prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
+                            spec=samples, bench=bench)
+        if reference:
+            report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
+        else:
+            report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
+                              optimization=args.optimize, int8_io=args.int8_io, bench=bench)
+    report = judge_report(report, _tolerances(args, report["optimization"]))
+    public = report_json(report)
+    if args.out:
+        _write_out(Path(args.out), report, public)
+    print(json.dumps(public, indent=2) if args.json else _table(public))
+    return EXIT_OK if public["ok"] else EXIT_TOLERANCE
+
+
+def cmd_matrix(args) -> int:
+    from .pipeline import failed_cell_json, judge_report, report_json, source_json
+    from .sources import source_from_path
+    from .worker import WorkerPool
+    limits = _limits(args)
+    src = source_from_path(args.model, limits=limits)
+    if src.format is SourceFormat.TFLITE:
+        raise UnsupportedCombination(f"{src.filename} is already a .tflite; the matrix converts originals.")
+    samples, bench = _specs(args)
+    cells = [(r, o) for r in args.routes for o in args.optimizations]
+    results: dict[tuple, dict] = {}
+    runnable = []
+    for r, o in cells:
+        reason = refusal(r, o, src.format)
+        if reason:
+            results[(r, o)] = failed_cell_json(r, o, UnsupportedCombination(reason))
+        else:
+            runnable.append((r, o))
+    progress = _progress(True)
+    workers = max(1, min(args.workers, len(runnable) or 1))
+    with WorkerPool(workers, limits, prestart=workers) as pool:
+        prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples, bench=bench)
+
+        def one(cell):
+            r, o = cell
+            try:
+                rep = pool.run("cell", progress=_progress(True, f"{r}-{o}: "), prepared=prepared, route=r,
+                               optimization=o, int8_io=args.int8_io, bench=bench)
+                rep = judge_report(rep, _tolerances(args, o))
+                if args.out:
+                    _write_out(Path(args.out) / f"{r}-{o}", rep, report_json(rep))
+                return cell, report_json(rep)
+            except TFLiteLabError as e:
+                if args.out and e.detail:
+                    d = Path(args.out) / f"{r}-{o}"
+                    d.mkdir(parents=True, exist_ok=True)
+                    (d / "converter.log").write_text(e.detail)
+                return cell, failed_cell_json(r, o, e)
+
+        with ThreadPoolExecutor(workers) as ex:
+            for cell, rep in ex.map(one, runnable):
+                results[cell] = rep
+    ordered = [results[c] for c in cells]
+    if args.json:
+        print(json.dumps(ordered, indent=2))
+    else:
+        print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'tflite ms':>11}  note")
+        for rep in ordered:
+            name = f"{rep['route']}-{rep['optimization']}"
+            m = rep["outputs"]
+            worst = max((o["max_abs_error"] for o in m if not isinstance(o["max_abs_error"], str)), default=None)
+            top1 = min((o["top1_agreement"] for o in m if isinstance(o["top1_agreement"], float)), default=None)
+            lat = (rep["latency_ms"].get("tflite") or {}).get("median")
+            status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "ERROR")
+            note = rep.get("error") or "; ".join(rep.get("failures", []))
+            print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
+                  f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt(lat, '.3f'):>11}  {note}")
+    ran = [r for r in ordered if "error" not in r or r.get("error_kind") != "UnsupportedCombination"]
+    if ran and all(r.get("error") for r in ran):
+        return EXIT_CONVERSION
+    return EXIT_OK if all(r["ok"] for r in ran) else EXIT_TOLERANCE
+
+
+def cmd_inspect(args) -> int:
+    from .pipeline import source_json
+    from .sources import source_from_path
+    from .worker import WorkerPool
+    src = source_from_path(args.model)
+    with WorkerPool(1) as pool:
+        d = pool.run("describe", source=source_json(src))
+    if args.json:
+        print(json.dumps({"format": src.format.value, "size_bytes": src.size_bytes, "sha256": src.sha256,
+                          "signature": d["signature"], "info": d["info"], "inspection": d["inspection"]}, indent=2))
+        return EXIT_OK
+    print(f"{src.filename}: {src.format.value}, {src.size_bytes:,} bytes"
+          + (f", {d['info']['params']:,} parameters" if d["info"].get("params") is not None else ""))
+    for kind in ("inputs", "outputs"):
+        for t in d["signature"][kind]:
+            shape = "(" + ", ".join("?" if s is None else str(s) for s in t["shape"]) + ")"
+            print(f"  {kind[:-1]:<7} {t['name']:<24} {shape:<20} {t['dtype']}")
+    insp = d.get("inspection")
+    if insp:
+        print("  operators: " + ", ".join(f"{k} x{v}" for k, v in insp["operators"].items()))
+        for f in insp["findings"]:
+            print(f"  note: {f}")
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"convert": cmd_convert, "matrix": cmd_matrix, "inspect": cmd_inspect}[args.command](args)
+    except TFLiteLabError as e:
+        print(f"error: {e.user_message}", file=sys.stderr)
+        out = getattr(args, "out", None)
+        if isinstance(e, (ConversionError, WorkerError)) and out and e.detail:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            Path(out, "converter.log").write_text(e.detail)
+        if args.debug and e.detail:
+            print(e.detail, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

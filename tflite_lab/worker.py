@@ -1,0 +1,304 @@
+"""Isolated worker processes: all model loading, conversion and inference runs here.
+
+Each worker is a fresh Python (``python -m tflite_lab.worker FD``) that imports TensorFlow once and
+then serves jobs over a socket, one at a time, each in its own temporary workspace that is removed
+afterwards. The parent enforces a wall-time and a memory limit per job; a crash, hang or
+out-of-memory kills that worker and becomes a WorkerError for that job only. The parent never
+imports TensorFlow.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from .config import Limits, cache_dir
+from .errors import TFLiteLabError, WorkerError
+
+log = logging.getLogger("tflite_lab.worker")
+STARTUP_LIMIT_S = 180.0
+
+
+def _jobs():
+    from . import pipeline
+    return {
+        "describe": pipeline.describe,
+        "prepare": pipeline.prepare,
+        "cell": pipeline.run_cell,
+        "provided": pipeline.run_provided,
+    }
+
+
+class _Worker:
+    def __init__(self, limits: Limits, log_dir: Path):
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"),
+                   CUDA_VISIBLE_DEVICES="-1", PYTHONUNBUFFERED="1")
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.log_path = log_dir / f"worker-{time.time_ns()}.log"
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tflite_lab.worker", str(child_sock.fileno())],
+                                     pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL,
+                                     stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        logf.close()
+        child_sock.close()
+        self.conn = Connection(os.dup(parent_sock.fileno()))
+        parent_sock.close()
+        self.ready = False
+        self.jobs_done = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        import psutil
+        try:
+            p = psutil.Process(self.proc.pid)
+            procs = [p] + p.children(recursive=True)
+            return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
+        except Exception:
+            return 0.0
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # the worker and its tflite_convert children
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.conn.close()
+
+    def death_reason(self) -> str:
+        code = self.proc.poll()
+        if code is None:
+            return "stopped"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        return f"exited with code {code}"
+
+
+class WorkerPool:
+    """A few long-lived workers shared by threads (Streamlit sessions, matrix cells).
+
+    ``run`` blocks the calling thread until its job is done; at most ``size`` jobs run at once.
+    """
+
+    def __init__(self, size: int = 2, limits: Limits | None = None, prestart: int = 0):
+        self.size = max(1, size)
+        self.limits = limits or Limits.from_env()
+        self.log_dir = cache_dir() / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._idle: list[_Worker] = []
+        self._count = 0
+        self._cv = threading.Condition()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self.busy_pids: set[int] = set()
+        for _ in range(min(prestart, self.size)):
+            self._idle.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        self._count += 1
+        return _Worker(self.limits, self.log_dir)
+
+    def _acquire(self) -> _Worker:
+        with self._cv:
+            while True:
+                if self._closed:
+                    raise WorkerError("The worker pool is shut down.")
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.alive():
+                        return w
+                    self._count -= 1
+                if self._count < self.size:
+                    try:
+                        return self._spawn()
+                    except OSError as e:
+                        self._count -= 1
+                        raise WorkerError(f"Cannot start a worker process: {e}") from None
+                self._cv.wait()
+
+    def _release(self, w: _Worker, healthy: bool) -> None:
+        with self._cv:
+            self.busy_pids.discard(w.pid)
+            if healthy and w.alive() and not self._closed:
+                self._idle.append(w)
+            else:
+                self._count -= 1
+                if w.alive():
+                    w.kill()
+            self._cv.notify()
+
+    def run(self, job: str, progress=None, time_limit_s: float | None = None,
+            memory_limit_mb: float | None = None, **kwargs):
+        """Run ``job`` (see ``_jobs``) with ``kwargs`` in a worker; return its result.
+
+        ``progress(step, elapsed_s)`` is called as the job reports its stages.
+        Raises the job's TFLiteLabError, or WorkerError on crash, timeout or memory overrun.
+        """
+        time_limit = time_limit_s or self.limits.job_time_s
+        mem_limit = memory_limit_mb or self.limits.job_memory_mb
+        w = self._acquire()
+        self.busy_pids.add(w.pid)
+        healthy = False
+        start = time.monotonic()
+        try:
+            if not w.ready:
+                self._wait_ready(w, progress, start)
+            job_id = next(self._ids)
+            w.conn.send((job_id, job, kwargs))
+            started = time.monotonic()
+            next_mem_check = 0.0
+            while True:
+                if w.conn.poll(0.05):
+                    try:
+                        kind, _, payload = w.conn.recv()
+                    except (EOFError, OSError):
+                        raise WorkerError(f"The worker running '{job}' {w.death_reason()}; the job was lost. "
+                                          "The next job starts a fresh worker.") from None
+                    if kind == "progress":
+                        if progress:
+                            progress(payload, time.monotonic() - started)
+                        continue
+                    healthy = True
+                    w.jobs_done += 1
+                    if kind == "ok":
+                        return payload
+                    raise TFLiteLabError.from_dict(payload)
+                now = time.monotonic()
+                if not w.alive():
+                    time.sleep(0.05)
+                    if w.conn.poll(0):
+                        continue
+                    raise WorkerError(f"The worker running '{job}' {w.death_reason()}; the job was lost. "
+                                      "The next job starts a fresh worker.")
+                if now - started > time_limit:
+                    raise WorkerError(f"'{job}' ran longer than the limit of {time_limit:g} s and was stopped. "
+                                      "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
+                if now >= next_mem_check:
+                    next_mem_check = now + 0.25
+                    rss = w.rss_mb()
+                    if rss > mem_limit:
+                        raise WorkerError(f"'{job}' used {rss:,.0f} MB, more than the limit of {mem_limit:,.0f} MB, "
+                                          "and was stopped. Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.")
+        finally:
+            if not healthy:
+                w.kill()
+            self._release(w, healthy)
+
+    def _wait_ready(self, w: _Worker, progress, start: float) -> None:
+        if progress:
+            progress("start worker", 0.0)
+        while not w.conn.poll(0.1):
+            if not w.alive():
+                raise WorkerError(f"A worker process {w.death_reason()} while starting; see {w.log_path}.")
+            if time.monotonic() - start > STARTUP_LIMIT_S:
+                raise WorkerError(f"A worker process did not start within {STARTUP_LIMIT_S:g} s.")
+            if w.rss_mb() > self.limits.job_memory_mb:
+                raise WorkerError(f"A worker process used more than the limit of {self.limits.job_memory_mb:,.0f} MB "
+                                  "while starting.")
+        try:
+            msg = w.conn.recv()
+        except (EOFError, OSError):
+            raise WorkerError(f"A worker process {w.death_reason()} while starting; see {w.log_path}.") from None
+        if msg[0] != "ready":
+            raise WorkerError(f"A worker process failed to start: {msg}")
+        w.ready = True
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cv.notify_all()
+        for w in idle:
+            try:
+                w.conn.send(None)
+                w.proc.wait(timeout=5)
+            except Exception:
+                pass
+            if w.alive():
+                w.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_DEFAULT: WorkerPool | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_pool() -> WorkerPool:
+    """The process-wide pool (the Streamlit server's); size from TFLITE_LAB_WORKERS (default 2)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None or _DEFAULT._closed:
+            import atexit
+            _DEFAULT = WorkerPool(int(os.environ.get("TFLITE_LAB_WORKERS", "2")))
+            atexit.register(_DEFAULT.close)
+        return _DEFAULT
+
+
+# ---- the worker side ----
+
+def _serve(fd: int) -> None:
+    conn = Connection(fd)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import tensorflow  # noqa: F401  (imported once per worker: the whole point of keeping it alive)
+    import keras  # noqa: F401
+    jobs = _jobs()
+    home = os.getcwd()
+    conn.send(("ready", 0, os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        job_id, name, kwargs = msg
+        workspace = tempfile.mkdtemp(prefix=f"tflite-lab-job{job_id}-")
+        os.chdir(workspace)
+        tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder
+        try:
+            fn = jobs[name]
+            result = fn(**kwargs, progress=lambda step: conn.send(("progress", job_id, step)))
+            conn.send(("ok", job_id, result))
+        except TFLiteLabError as e:
+            conn.send(("error", job_id, e.to_dict()))
+        except Exception as e:
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            conn.send(("error", job_id, WorkerError(
+                f"Internal error in '{name}': {type(e).__name__}: {first}", detail=tb).to_dict()))
+        finally:
+            os.chdir(home)
+            tempfile.tempdir = None
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

@@ -234,7 +234,7 @@ def cmd_matrix(args) -> int:
             worst = max((o["max_abs_error"] for o in m if not isinstance(o["max_abs_error"], str)), default=None)
             top1 = min((o["top1_agreement"] for o in m if isinstance(o["top1_agreement"], float)), default=None)
             lat = (rep["latency_ms"].get("tflite") or {}).get("median")
-            status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "ERROR")
+            status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))
             print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
                   f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt(lat, '.3f'):>11}  {note}")

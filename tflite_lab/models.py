@@ -216,23 +216,60 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def exported_saved_model(om: OriginalModel) -> tuple[str, bool]:
+def unrolled_model(model):
+    """The same model with recurrent layers unrolled (unroll=True), sharing the weights' values.
+
+    TF 2.21's converter crashes (SIGSEGV) calibrating int8/16x8 on a looped LSTM; unrolled, the
+    loop becomes plain ops that quantize like any others. Needs a fixed number of timesteps.
+    """
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("LSTM", "GRU", "SimpleRNN") and isinstance(node.get("config"), dict):
+                node["config"]["unroll"] = True
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    cfg = model.get_config()
+    walk(cfg)
+    clone = type(model).from_config(cfg)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def variant_model(model, fixed: bool, unrolled: bool):
+    if unrolled:
+        model = unrolled_model(model)
+    return fixed_batch_model(model) if fixed else model
+
+
+def exported_saved_model(om: OriginalModel, unrolled: bool = False) -> tuple[str, bool]:
     """The SavedModel folder for this model: exported once per model (bytes), then reused.
 
-    Returns (folder, fixed_batch). Recurrent Keras models are exported with a batch of 1.
+    Returns (folder, fixed_batch). Recurrent Keras models are exported with a batch of 1,
+    and unrolled when ``unrolled`` (for calibrated recipes).
     """
     if not om.is_keras:
         return om.source.path, False
     fixed = needs_fixed_batch(om.keras_model)
-    target = Path(om.source.path).parent / ("export-batch1" if fixed else "export")
+    unrolled = unrolled and fixed
+    target = Path(om.source.path).parent / ("export-batch1-unrolled" if unrolled else "export-batch1" if fixed else "export")
     if (target / "saved_model.pb").exists():
         return str(target), fixed
     with _locked(target.parent / ".export.lock"):
         if not (target / "saved_model.pb").exists():
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
             try:
-                model = fixed_batch_model(om.keras_model) if fixed else om.keras_model
-                model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
+                kwargs = {}
+                model = om.keras_model
+                if fixed:
+                    # model.export() resets the batch dim to None; only an explicit signature keeps 1.
+                    import keras
+                    model = variant_model(model, True, unrolled)
+                    specs = [keras.InputSpec(shape=tuple(t.shape), dtype=t.dtype, name=t.name) for t in model.inputs]
+                    kwargs["input_signature"] = [specs if len(specs) > 1 else specs[0]]
+                model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False, **kwargs)
                 os.replace(tmp / "sm", target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

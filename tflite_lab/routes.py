@@ -158,7 +158,7 @@ def _tflite_convert_command() -> list[str]:
 
 
 def convert(request: ConversionRequest, original, export_dir: str | None, fixed_batch: bool,
-            representative=None, workdir: str | None = None) -> ConversionResult:
+            representative=None, workdir: str | None = None, unrolled: bool = False) -> ConversionResult:
     """Convert ``original`` (an OriginalModel) through ``request.route`` with ``request.optimization``.
 
     ``export_dir`` is the SavedModel folder (the source itself, or the one-time Keras export).
@@ -171,13 +171,16 @@ def convert(request: ConversionRequest, original, export_dir: str | None, fixed_
     if fixed_batch:
         warnings.append("Converted with a fixed batch of 1: recurrent layers fail with a dynamic batch on TF 2.21 "
                         "(\"Lowering tensor list ops is failed\"). The .tflite takes one sample per call.")
+    if unrolled:
+        warnings.append("Recurrent layers were unrolled (unroll=True, same weights): calibrating the looped form "
+                        "crashes TF 2.21's converter (SIGSEGV) for int8/16x8.")
     t0 = time.perf_counter()
     if route is Route.CLI:
         tflite, calls, log = _convert_cli(opt, export_dir, workdir)
     else:
         with capture_output() as cap:
             try:
-                tflite, calls = _convert_api(request, original, export_dir, fixed_batch, representative)
+                tflite, calls = _convert_api(request, original, export_dir, fixed_batch, representative, unrolled)
                 error = None
             except Exception as e:  # the converter raises many types; all mean "conversion failed"
                 error = e
@@ -190,15 +193,17 @@ def convert(request: ConversionRequest, original, export_dir: str | None, fixed_
     return ConversionResult(tflite, route, opt, calls, warnings, log, time.perf_counter() - t0, fixed_batch)
 
 
-def _convert_api(request, original, export_dir, fixed_batch, representative):
+def _convert_api(request, original, export_dir, fixed_batch, representative, unrolled=False):
     import tensorflow as tf
     from . import recipes
-    from .models import fixed_batch_model
+    from .models import variant_model
     route = request.route
     if route is Route.KERAS:
-        model = fixed_batch_model(original.keras_model) if fixed_batch else original.keras_model
+        model = variant_model(original.keras_model, fixed_batch, unrolled)
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         calls = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
+        if unrolled:
+            calls.append("model = unrolled copy: LSTM/GRU configs with unroll=True, same weights")
         if fixed_batch:
             calls.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")
         calls.append("converter = tf.lite.TFLiteConverter.from_keras_model(model)")
@@ -225,6 +230,8 @@ def _export_lines(original, export_dir, fixed_batch) -> list[str]:
     if not original.is_keras:
         return []
     lines = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
+    if "unrolled" in export_dir:
+        lines.append("model = unrolled copy: LSTM/GRU configs with unroll=True, same weights")
     if fixed_batch:
         lines.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")
     lines.append(f"model.export({export_dir!r})  # once per model")

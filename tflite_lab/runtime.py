@@ -71,19 +71,19 @@ class TFLiteModel:
         """Map reference input/output names to this model's keys: by key, then name, then order."""
         def pair(ref, mine):
             keys = [t.key for t in mine]
-            out = {}
-            for i, t in enumerate(ref):
+            by_name = {}
+            for t in ref:
                 for cand in (t.key, t.name):
-                    if cand in keys and cand not in out.values():
-                        out[t.name] = cand
+                    if cand in keys and cand not in by_name.values():
+                        by_name[t.name] = cand
                         break
-                else:
-                    if i < len(keys) and len(ref) == len(mine):
-                        out[t.name] = keys[i]
-            if len(out) != len(ref):
-                raise SignatureError(f"The .tflite's tensors ({', '.join(keys)}) do not match the reference's "
-                                  f"({', '.join(t.name for t in ref)}).")
-            return out
+            if len(by_name) == len(ref):
+                return by_name
+            if len(ref) == len(mine):
+                # No signature (e.g. tflite_convert's V1 mode): tensors keep the SavedModel's order.
+                return {t.name: k for t, k in zip(ref, keys)}
+            raise SignatureError(f"The .tflite's tensors ({', '.join(keys)}) do not match the reference's "
+                                 f"({', '.join(t.name for t in ref)}).")
         return pair(reference.inputs, self.signature.inputs), pair(reference.outputs, self.signature.outputs)
 
     def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

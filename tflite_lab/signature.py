@@ -37,7 +37,7 @@ def saved_model_signature(fn) -> Signature:
 
 
 def _strip(name: str) -> str:
-    name = name.split(":")[0]
+    name = name[:-2] if name.endswith(":0") else name   # keep ":1" etc.: they tell outputs apart
     return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import cache_dir
 
-VERSION_SALT = f"tflite_lab-1 tf-{version('tensorflow')} litert-{version('ai-edge-litert')}"
+VERSION_SALT = f"tflite_lab-2 tf-{version('tensorflow')} litert-{version('ai-edge-litert')}"
 
 
 def key_of(**parts) -> str:

@@ -87,7 +87,10 @@ class _Worker:
         self.conn.close()
 
     def death_reason(self) -> str:
-        code = self.proc.poll()
+        try:
+            code = self.proc.wait(timeout=3)   # the socket closes a moment before the exit status exists
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             return "stopped"
         if code < 0:
@@ -150,12 +153,13 @@ class WorkerPool:
             self._cv.notify()
 
     def run(self, job: str, progress=None, time_limit_s: float | None = None,
-            memory_limit_mb: float | None = None, **kwargs):
+            memory_limit_mb: float | None = None, label: str | None = None, **kwargs):
         """Run ``job`` (see ``_jobs``) with ``kwargs`` in a worker; return its result.
 
         ``progress(step, elapsed_s)`` is called as the job reports its stages.
         Raises the job's TFLiteLabError, or WorkerError on crash, timeout or memory overrun.
         """
+        what = label or _label(job, kwargs)
         time_limit = time_limit_s or self.limits.job_time_s
         mem_limit = memory_limit_mb or self.limits.job_memory_mb
         w = self._acquire()
@@ -174,8 +178,7 @@ class WorkerPool:
                     try:
                         kind, _, payload = w.conn.recv()
                     except (EOFError, OSError):
-                        raise WorkerError(f"The worker running '{job}' {w.death_reason()}; the job was lost. "
-                                          "The next job starts a fresh worker.") from None
+                        raise WorkerError(_crash_message(what, w.death_reason(), kwargs)) from None
                     if kind == "progress":
                         if progress:
                             progress(payload, time.monotonic() - started)
@@ -190,16 +193,15 @@ class WorkerPool:
                     time.sleep(0.05)
                     if w.conn.poll(0):
                         continue
-                    raise WorkerError(f"The worker running '{job}' {w.death_reason()}; the job was lost. "
-                                      "The next job starts a fresh worker.")
+                    raise WorkerError(_crash_message(what, w.death_reason(), kwargs))
                 if now - started > time_limit:
-                    raise WorkerError(f"'{job}' ran longer than the limit of {time_limit:g} s and was stopped. "
+                    raise WorkerError(f"{what} ran longer than the limit of {time_limit:g} s and was stopped. "
                                       "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
                 if now >= next_mem_check:
                     next_mem_check = now + 0.25
                     rss = w.rss_mb()
                     if rss > mem_limit:
-                        raise WorkerError(f"'{job}' used {rss:,.0f} MB, more than the limit of {mem_limit:,.0f} MB, "
+                        raise WorkerError(f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit:,.0f} MB, "
                                           "and was stopped. Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.")
         finally:
             if not healthy:
@@ -244,6 +246,18 @@ class WorkerPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _label(job: str, kwargs: dict) -> str:
+    if job == "cell":
+        return f"Converting {kwargs.get('route')}-{kwargs.get('optimization')}"
+    return {"prepare": "Loading and running the original model", "describe": "Reading the model",
+            "provided": "Running the given .tflite"}.get(job, f"Job '{job}'")
+
+
+def _crash_message(what: str, reason: str, kwargs: dict) -> str:
+    return (f"{what} crashed: the worker process {reason}. This is a TensorFlow/LiteRT failure on this model, "
+            "not your input; try another route or optimization. The next job starts a fresh worker.")
 
 
 _DEFAULT: WorkerPool | None = None

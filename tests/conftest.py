@@ -1,0 +1,65 @@
+"""Shared fixtures: a private store per test session and tiny models saved in every format."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_store(tmp_path_factory):
+    """Every test session gets its own content-addressed store (no cross-run cache hits)."""
+    store = tmp_path_factory.mktemp("store")
+    os.environ["TFLITE_LAB_CACHE"] = str(store)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    yield store
+
+
+def run_cli(*args, timeout=600, cwd=None, env=None):
+    """``python -m tflite_lab ...`` as a user runs it; returns the CompletedProcess."""
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "tflite_lab", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=e)
+
+
+def zip_folder(folder: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A small two-input/two-output Keras model saved as .keras, .h5 (Keras 3), .h5 (legacy
+    tf.keras) and a zipped SavedModel; built fresh because committed binaries drift with TF."""
+    d = tmp_path_factory.mktemp("tiny")
+    code = f"""
+import numpy as np, keras, tensorflow as tf
+keras.utils.set_random_seed(0)
+a = keras.Input((6,), name="a"); b = keras.Input((4, 4, 1), name="b")
+h = keras.layers.Concatenate()([a, keras.layers.Flatten()(keras.layers.Conv2D(2, 3, activation="relu")(b))])
+h = keras.layers.Dense(16, activation="relu")(h)
+cls = keras.layers.Dense(5, activation="softmax", name="cls")(h)
+reg = keras.layers.Dense(1, name="reg")(h)
+m = keras.Model([a, b], [cls, reg])
+m.save(r"{d}/multi.keras"); m.save(r"{d}/multi.h5")
+m.export(r"{d}/multi_sm", verbose=False)
+x = keras.Input((5,), name="x"); y = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.Dense(8, activation="tanh")(x))
+s = keras.Model(x, y); s.save(r"{d}/single.keras")
+import tf_keras
+lx = tf_keras.Input((5,), name="x"); ly = tf_keras.layers.Dense(3, activation="softmax")(tf_keras.layers.Dense(8)(lx))
+tf_keras.Model(lx, ly).save(r"{d}/legacy.h5")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    zip_folder(d / "multi_sm", d / "multi_sm.zip")
+    return d

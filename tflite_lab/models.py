@@ -129,7 +129,7 @@ class OriginalModel:
                                "output_shape": shape, "params": int(layer.count_params())})
             return {"params": int(m.count_params()), "layers": layers,
                     "recurrent": needs_fixed_batch(m)}
-        params = int(sum(int(np.prod(v.shape)) for v in self.loaded.variables))
+        params = int(sum(int(np.prod(v.shape)) for v in getattr(self.loaded, "variables", ())))
         return {"params": params, "layers": [], "recurrent": False}
 
 

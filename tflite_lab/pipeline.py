@@ -79,7 +79,7 @@ def source_json(s: ModelSource) -> dict:
     return {**asdict(s), "format": s.format.value}
 
 
-def describe(source: dict, limits: Limits | None = None) -> dict:
+def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict:
     """Signature, parameter count, layer summary (and, for .tflite, the inspection)."""
     from .inspect import inspect_tflite
     limits = limits or Limits.from_env()

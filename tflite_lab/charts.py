@@ -1,0 +1,289 @@
+"""Plotly figures for the dashboard: one function per chart, arrays and report dicts in, Figure out.
+
+Nothing here imports Streamlit or TensorFlow, so every chart can be built and checked in a plain test.
+NaN and inf are shown (counted in titles and annotations), never dropped silently.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+ORIGINAL_COLOR = "#636EFA"
+TFLITE_COLOR = "#EF553B"
+PASS_COLOR = "#00A86B"
+FAIL_COLOR = "#D62728"
+MAX_POINTS = 20_000          # scatter points drawn per output; more only slows the browser
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
+    fig.update_layout(title={"text": title, "x": 0.0, "xanchor": "left"}, height=height,
+                      margin={"l": 60, "r": 20, "t": 60, "b": 50},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0})
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y)
+    return fig
+
+
+def _finite(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return a[np.isfinite(a)]
+
+
+def human_bytes(n: float | None) -> str:
+    """1536 -> '1.5 KB' (binary multiples)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+# ---- Compare ----
+
+def scatter_figure(reference: np.ndarray, candidate: np.ndarray, name: str, max_points: int = MAX_POINTS) -> go.Figure:
+    """Every output element, original (x) against TFLite (y), with the y = x line of perfect agreement."""
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    out = np.asarray(candidate, dtype=np.float64).ravel()
+    shown = ""
+    if ref.size > max_points:
+        idx = np.random.default_rng(0).choice(ref.size, max_points, replace=False)
+        ref, out = ref[idx], out[idx]
+        shown = f" ({max_points:,} of {np.asarray(reference).size:,} values)"
+    fig = go.Figure(go.Scattergl(x=ref, y=out, mode="markers", name="values",
+                                 marker={"size": 5, "opacity": 0.6, "color": TFLITE_COLOR},
+                                 hovertemplate="original %{x:.6g}<br>TFLite %{y:.6g}<extra></extra>"))
+    both = np.concatenate([_finite(ref), _finite(out)])
+    if both.size:
+        lo, hi = float(both.min()), float(both.max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x (identical)",
+                                 line={"color": "gray", "dash": "dash", "width": 1}, hoverinfo="skip"))
+    bad = int(np.sum(~np.isfinite(out)))
+    if bad:
+        shown += f" — {bad} NaN/inf TFLite values not drawn"
+    return _layout(fig, f"Original vs TFLite: {name}{shown}", "original output", "TFLite output")
+
+
+def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], bins: int = 50) -> go.Figure:
+    """Histogram of |original - TFLite| per element on a log scale (errors span many decades)."""
+    fig = go.Figure()
+    notes = []
+    lows, highs = [], []
+    for name, ref in reference.items():
+        err = np.abs(np.asarray(ref, dtype=np.float64) - np.asarray(candidate[name], dtype=np.float64)).ravel()
+        nonfinite = int(np.sum(~np.isfinite(err)))
+        zeros = int(np.sum(err == 0))
+        pos = err[np.isfinite(err) & (err > 0)]
+        if pos.size:
+            fig.add_trace(go.Histogram(x=np.log10(pos), name=name, nbinsx=bins, opacity=0.75,
+                                       hovertemplate="|Δ| ≈ 10^%{x:.2f}<br>%{y} values<extra>" + name + "</extra>"))
+            lows.append(math.floor(np.log10(pos.min())))
+            highs.append(math.ceil(np.log10(pos.max())))
+        if zeros:
+            notes.append(f"{name}: {zeros:,} exact")
+        if nonfinite:
+            notes.append(f"{name}: {nonfinite:,} NaN/inf")
+    fig.update_layout(barmode="overlay")
+    if lows:
+        ticks = list(range(min(lows), max(highs) + 1))
+        fig.update_xaxes(tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+    title = "Absolute error per output value" + (f" ({'; '.join(notes)})" if notes else "")
+    return _layout(fig, title, "|original − TFLite| (log scale)", "number of values")
+
+
+def per_sample_error_figure(per_sample: dict[str, list[float]], tolerance: float | None = None,
+                            highlight: int | None = None) -> go.Figure:
+    """One bar per sample: its largest |original - TFLite| over the output's elements."""
+    fig = go.Figure()
+    for name, errs in per_sample.items():
+        e = np.asarray(errs, dtype=np.float64)
+        fig.add_trace(go.Bar(x=np.arange(len(e)), y=np.where(np.isfinite(e), e, np.nan), name=name,
+                             hovertemplate="sample %{x}<br>max |Δ| %{y:.3g}<extra>" + name + "</extra>"))
+    if tolerance is not None:
+        fig.add_hline(y=tolerance, line={"color": FAIL_COLOR, "dash": "dot"},
+                      annotation_text=f"tolerance {tolerance:g}", annotation_position="top left")
+    if highlight is not None:
+        fig.add_vline(x=highlight, line={"color": "black", "width": 1, "dash": "dash"})
+    fig.update_layout(barmode="group", bargap=0.1)
+    return _layout(fig, "Max absolute error per sample", "sample index", "max |original − TFLite|")
+
+
+def is_image_shaped(shape: tuple) -> bool:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) with both sides at least 4 pixels."""
+    shape = tuple(shape)
+    if len(shape) == 3 and shape[2] in (1, 3, 4):
+        shape = shape[:2]
+    return len(shape) == 2 and shape[0] >= 4 and shape[1] >= 4
+
+
+def input_figure(x: np.ndarray, name: str) -> go.Figure:
+    """One sample's input: an image when it is image-shaped, else its values as bars."""
+    x = np.asarray(x)
+    if is_image_shaped(x.shape):
+        img = x.astype(np.float64)
+        if img.ndim == 3 and img.shape[2] in (3, 4):
+            lo, hi = np.nanmin(img), np.nanmax(img)
+            scaled = (img[..., :3] - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(img[..., :3])
+            fig = go.Figure(go.Image(z=np.clip(scaled, 0, 255).astype(np.uint8)))
+        else:
+            fig = go.Figure(go.Heatmap(z=img.reshape(img.shape[:2]), colorscale="gray_r", showscale=True,
+                                       hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>"))
+            fig.update_yaxes(autorange="reversed", scaleanchor="x")
+        fig = _layout(fig, f"Input '{name}' {tuple(x.shape)}", "column (pixel)", "row (pixel)", height=340)
+        return fig
+    flat = x.astype(np.float64).ravel()
+    fig = go.Figure(go.Bar(x=np.arange(flat.size), y=flat, marker_color=ORIGINAL_COLOR, name=name))
+    return _layout(fig, f"Input '{name}' {tuple(x.shape)}", "element index", "value", height=340)
+
+
+def output_pair_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:
+    """One sample's output, original and TFLite side by side per element."""
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    out = np.asarray(candidate, dtype=np.float64).ravel()
+    idx = np.arange(ref.size)
+    fig = go.Figure([go.Bar(x=idx, y=ref, name="original", marker_color=ORIGINAL_COLOR),
+                     go.Bar(x=idx, y=out, name="TFLite", marker_color=TFLITE_COLOR)])
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"Output '{name}': original and TFLite", "element (class) index", "value", height=340)
+
+
+def difference_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:
+    """One sample's TFLite − original per element."""
+    d = np.asarray(candidate, dtype=np.float64).ravel() - np.asarray(reference, dtype=np.float64).ravel()
+    fig = go.Figure(go.Bar(x=np.arange(d.size), y=d, marker_color=np.where(d >= 0, TFLITE_COLOR, ORIGINAL_COLOR),
+                           name="difference", hovertemplate="element %{x}: %{y:.3g}<extra></extra>"))
+    return _layout(fig, f"Difference TFLite − original: '{name}'", "element (class) index", "difference", height=340)
+
+
+def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:
+    """Top-1 class of the original (rows) against the TFLite model's (columns), as counts."""
+    ref = np.asarray(reference)
+    n = ref.shape[1]
+    a = np.argmax(ref, axis=1)
+    b = np.argmax(np.nan_to_num(np.asarray(candidate, dtype=np.float64), nan=-np.inf), axis=1)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (a, b), 1)
+    agree = float(np.mean(a == b)) if len(a) else float("nan")
+    labels = [str(i) for i in range(n)]
+    fig = go.Figure(go.Heatmap(z=counts, x=labels, y=labels, colorscale="Blues", showscale=False,
+                               text=counts, texttemplate="%{text}",
+                               hovertemplate="original %{y} → TFLite %{x}: %{z}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _layout(fig, f"Top-1 agreement '{name}': {agree:.1%} of {len(a)} samples",
+                   "TFLite top-1 class", "original top-1 class", height=max(320, 28 * n + 120))
+
+
+# ---- Size & speed ----
+
+def size_figure(original_bytes: int, cells: dict[str, int]) -> go.Figure:
+    """File size of the original and of each converted cell, labelled with the reduction."""
+    labels = ["original"] + list(cells)
+    sizes = [original_bytes] + list(cells.values())
+    text = [human_bytes(original_bytes)] + [
+        f"{human_bytes(s)} (−{1 - s / original_bytes:.0%}, {original_bytes / s:.1f}×)" if s and original_bytes else human_bytes(s)
+        for s in cells.values()]
+    colors = [ORIGINAL_COLOR] + [TFLITE_COLOR] * len(cells)
+    fig = go.Figure(go.Bar(x=labels, y=[s / 1024 for s in sizes], text=text, textposition="outside",
+                           marker_color=colors, cliponaxis=False,
+                           hovertemplate="%{x}: %{y:,.1f} KB<extra></extra>"))
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Model file size", "model", "size (KB)")
+
+
+def latency_box_figure(samples_ms: dict[str, list[float]]) -> go.Figure:
+    """Batch-1 latency distribution per model (each timed run is one point)."""
+    fig = go.Figure()
+    for i, (label, values) in enumerate(samples_ms.items()):
+        fig.add_trace(go.Box(y=list(values), name=label, boxpoints="all", jitter=0.4, pointpos=0,
+                             marker={"size": 4}, boxmean=True,
+                             marker_color=ORIGINAL_COLOR if i == 0 and label == "original" else None))
+    fig.update_layout(showlegend=False)
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Latency per inference (batch 1)", "model", "latency (ms)")
+
+
+def throughput_figure(throughput_sps: dict[str, float | None]) -> go.Figure:
+    """Samples per second when running a batch (or back-to-back single samples)."""
+    labels = [k for k, v in throughput_sps.items() if v]
+    values = [throughput_sps[k] for k in labels]
+    fig = go.Figure(go.Bar(x=labels, y=values, text=[f"{v:,.0f}/s" for v in values], textposition="outside",
+                           cliponaxis=False, marker_color=[ORIGINAL_COLOR if k == "original" else TFLITE_COLOR for k in labels]))
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Throughput", "model", "samples per second")
+
+
+# ---- Matrix ----
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both size and error (lower is better)."""
+    front = []
+    for i, (s, e) in enumerate(points):
+        if not (math.isfinite(s) and math.isfinite(e)):
+            continue
+        dominated = any(
+            (s2 <= s and e2 <= e) and (s2 < s or e2 < e)
+            for j, (s2, e2) in enumerate(points) if j != i and math.isfinite(s2) and math.isfinite(e2))
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def best_cell(rows: list[dict]) -> str | None:
+    """The smallest passing cell (ties: lower error, then lower latency); None when none passes."""
+    ok = [r for r in rows if r.get("ok") and r.get("size_bytes")]
+    if not ok:
+        return None
+    key = lambda r: (r["size_bytes"], _num(r.get("max_abs_error")), _num(r.get("latency_ms")))  # noqa: E731
+    return min(ok, key=key)["cell"]
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.inf
+    return v if math.isfinite(v) else math.inf
+
+
+def pareto_figure(rows: list[dict]) -> go.Figure:
+    """Size against max error for every computed cell; colour is latency; the Pareto front is
+    joined by a line and the best passing cell is starred.
+
+    ``rows``: dicts with cell, size_bytes, max_abs_error, latency_ms (or None) and ok.
+    """
+    rows = [r for r in rows if r.get("size_bytes")]
+    fig = go.Figure()
+    if not rows:
+        return _layout(fig, "Size vs error (no cell computed yet)", "size (KB)", "max abs error")
+    size_kb = [r["size_bytes"] / 1024 for r in rows]
+    err = [_num(r.get("max_abs_error")) for r in rows]
+    plot_err = [e if math.isfinite(e) and e > 0 else None for e in err]
+    lat = [r.get("latency_ms") for r in rows]
+    has_lat = any(v is not None for v in lat)
+    fig.add_trace(go.Scatter(
+        x=size_kb, y=plot_err, mode="markers+text", text=[r["cell"] for r in rows], textposition="top center",
+        customdata=[r["cell"] for r in rows], name="cells",
+        marker={"size": 14, "symbol": ["circle" if r.get("ok") else "x" for r in rows],
+                "color": [v if v is not None else 0 for v in lat] if has_lat else TFLITE_COLOR,
+                "colorscale": "Viridis", "showscale": has_lat,
+                "colorbar": {"title": {"text": "latency (ms)"}} if has_lat else None,
+                "line": {"width": 1, "color": "black"}},
+        hovertemplate="%{customdata}<br>%{x:,.1f} KB<br>max abs error %{y:.3g}<extra></extra>"))
+    front = sorted(pareto_front(list(zip(size_kb, [e if e > 0 else 1e-300 for e in err]))), key=lambda i: size_kb[i])
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[size_kb[i] for i in front], y=[plot_err[i] for i in front], mode="lines",
+                                 name="Pareto front", line={"color": "gray", "dash": "dot"}, hoverinfo="skip"))
+    best = best_cell(rows)
+    if best:
+        i = [r["cell"] for r in rows].index(best)
+        fig.add_trace(go.Scatter(x=[size_kb[i]], y=[plot_err[i]], mode="markers", name=f"best: {best}",
+                                 marker={"size": 26, "symbol": "star", "color": "rgba(0,0,0,0)",
+                                         "line": {"width": 2, "color": PASS_COLOR}}, hoverinfo="skip"))
+    zeros = [rows[i]["cell"] for i, e in enumerate(err) if e == 0]
+    title = "Size vs error (× = out of tolerance" + (f"; exact: {', '.join(zeros)}" if zeros else "") + ")"
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, "TFLite size (KB)", "max abs error (log scale)", height=460)

@@ -1,0 +1,53 @@
+"""TFLite Lab dashboard: the router and the shared sidebar. The pages live in pages/.
+
+Run with ``streamlit run app.py``. This process never imports TensorFlow: model work runs in the
+worker processes of ``tflite_lab.worker``, so the first paint does not wait for it.
+"""
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:          # `streamlit run` adds it; AppTest does not
+    sys.path.insert(0, str(ROOT))
+
+from pages import common  # noqa: E402
+from tflite_lab.charts import human_bytes  # noqa: E402
+
+st.set_page_config(page_title="TFLite Lab", page_icon=":material/memory:", layout="wide")
+common.init_state()
+
+navigation = st.navigation([
+    st.Page(common.PAGES["model"], title="Model", icon=":material/upload_file:", default=True),
+    st.Page(common.PAGES["convert"], title="Convert", icon=":material/transform:"),
+    st.Page(common.PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
+    st.Page(common.PAGES["size_speed"], title="Size & speed", icon=":material/speed:"),
+    st.Page(common.PAGES["matrix"], title="Matrix", icon=":material/grid_view:"),
+])
+
+with st.sidebar:
+    st.markdown("#### Current model")
+    model = common.model()
+    if model is None:
+        st.caption("None yet: upload one or pick a sample on the Model page.")
+    else:
+        params = model.description["info"].get("params")
+        st.markdown(f"**{model.label}**")
+        st.caption(f"{model.format.value} · {human_bytes(model.source['size_bytes'])}"
+                   + (f" · {params:,} parameters" if params is not None else ""))
+        if model.format.value == "tflite":
+            ref = common.original()
+            st.caption(f"Original: {ref.label}" if ref else "Original: none (upload it on the Model page)")
+        st.caption(f"Samples: {common.samples().label}")
+        done, failed = len(common.reports()), len(common.failures())
+        st.caption(f"Results: {done} converted" + (f", {failed} failed" if failed else ""))
+    st.markdown("#### Settings")
+    st.toggle("Measure latency", value=True, key="set_bench", on_change=common.reset_results,
+              help="Time batch-1 runs of the original and each .tflite (adds about a second per model).")
+    st.selectbox("LiteRT threads", [None, 1, 2, 4], key="set_threads", on_change=common.reset_results,
+                 format_func=lambda t: "default" if t is None else str(t))
+    st.number_input("Timed runs", min_value=5, max_value=500, value=30, step=5, key="set_runs",
+                    on_change=common.reset_results, help="Batch-1 runs after 3 warm-up runs (at most ~3 s per model).")
+
+navigation.run()

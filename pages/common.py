@@ -1,0 +1,483 @@
+"""What every page shares: the session's state, the worker jobs, error display and small tables.
+
+The Streamlit server never imports TensorFlow: every model operation is a job in the worker pool
+(``tflite_lab.worker``). Results live in ``st.session_state`` under ``lab_*`` keys so they survive
+page switches; the on-disk store makes the same bytes with the same settings fast to redo.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from tflite_lab.config import cache_dir
+from tflite_lab.errors import TFLiteLabError
+from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, source_json
+from tflite_lab.sources import load_source
+from tflite_lab.types import Optimization, SourceFormat, Tolerances
+from tflite_lab.worker import default_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = ROOT / "sample_models"
+PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix")}
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model the session works on: where it is on disk and what ``describe`` found."""
+
+    source: dict                 # tflite_lab.pipeline.source_json(...)
+    description: dict            # the 'describe' job's result
+    label: str                   # "digits_cnn (sample)" or the upload's file name
+    catalog: dict | None = None  # the sample_models/catalog.json entry of a bundled sample
+
+    @property
+    def filename(self) -> str:
+        return self.source["filename"]
+
+    @property
+    def format(self) -> SourceFormat:
+        return SourceFormat(self.source["format"])
+
+    @property
+    def signature(self) -> dict:
+        return self.description["signature"]
+
+
+@dataclass(frozen=True)
+class Samples:
+    spec: SampleSpec
+    label: str                   # "digits_cnn.samples.npz" or "64 random in [0, 1], seed 0"
+
+
+# ---- state ----
+
+def init_state() -> None:
+    for key, value in (("lab_model", None), ("lab_reference", None), ("lab_samples", None),
+                       ("lab_prepared", None), ("lab_reports", {}), ("lab_failures", {}),
+                       ("lab_tolerances", {}), ("lab_selected", None), ("lab_model_error", None)):
+        st.session_state.setdefault(key, value)
+
+
+def model() -> Model | None:
+    return st.session_state.get("lab_model")
+
+
+def original() -> Model | None:
+    """The model conversions start from (for an uploaded .tflite: the original it is compared with)."""
+    m = model()
+    return st.session_state.get("lab_reference") if m and m.format is SourceFormat.TFLITE else m
+
+
+def samples() -> Samples:
+    return st.session_state.get("lab_samples") or Samples(SampleSpec(), "64 random in [0, 1], seed 0")
+
+
+def bench_spec() -> BenchSpec:
+    ss = st.session_state
+    return BenchSpec(enabled=ss.get("set_bench", True), threads=ss.get("set_threads"), runs=ss.get("set_runs", 30))
+
+
+def reports() -> dict[str, dict]:
+    return st.session_state["lab_reports"]
+
+
+def failures() -> dict[str, dict]:
+    return st.session_state["lab_failures"]
+
+
+def reset_results() -> None:
+    """Model, samples or benchmark settings changed: earlier results no longer apply."""
+    ss = st.session_state
+    ss["lab_prepared"] = None
+    ss["lab_reports"] = {}
+    ss["lab_failures"] = {}
+    ss["lab_tolerances"] = {}
+    ss["lab_selected"] = None
+
+
+def cell_id(route: str, optimization: str, int8_io: bool = False) -> str:
+    return f"{route}-{optimization}" + ("-int8io" if int8_io else "")
+
+
+def tolerances_for(cell: str, report: dict) -> Tolerances:
+    saved = st.session_state["lab_tolerances"].get(cell)
+    if saved is not None:
+        return saved
+    opt = report["optimization"]
+    return Tolerances.for_optimization(Optimization.NONE if opt == "provided" else opt)
+
+
+def judged(cell: str) -> dict:
+    report = reports()[cell]
+    return judge_report(report, tolerances_for(cell, report))
+
+
+# ---- errors ----
+
+def show_error(e: TFLiteLabError | dict) -> None:
+    """The one-line message, and the long story (converter log, worker traceback) folded away."""
+    message, detail = (e.user_message, e.detail) if isinstance(e, TFLiteLabError) else (e["message"], e.get("detail"))
+    st.error(message, icon=":material/error:")
+    if detail:
+        with st.expander("Details"):
+            st.code(detail, language=None)
+
+
+def failure_record(e: TFLiteLabError) -> dict:
+    return {"message": e.user_message, "detail": e.detail, "kind": type(e).__name__}
+
+
+# ---- jobs ----
+
+class StepLog:
+    """Feeds the worker's progress into an ``st.status``: one line per step with its duration."""
+
+    def __init__(self, status, title: str):
+        self.status, self.title = status, title
+        self.box = status.empty()
+        self.lines: list[str] = []
+        self.current: tuple[str, float] | None = None
+        self.t0 = time.monotonic()
+
+    def __call__(self, step: str, _elapsed: float = 0.0) -> None:
+        now = time.monotonic()
+        self._close(now)
+        self.current = (step, now)
+        self.status.update(label=f"{self.title}: {step}… ({now - self.t0:.1f} s)")
+        self.box.markdown("  \n".join(self.lines + [f":hourglass_flowing_sand: {step}…"]))
+
+    def _close(self, now: float) -> None:
+        if self.current:
+            self.lines.append(f":white_check_mark: {self.current[0]} — {now - self.current[1]:.1f} s")
+            self.current = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def done(self, label: str) -> None:
+        self._close(time.monotonic())
+        self.box.markdown("  \n".join(self.lines) or "Taken from the cache.")
+        self.status.update(label=f"{label} in {self.elapsed():.1f} s", state="complete", expanded=False)
+
+    def failed(self, label: str) -> None:
+        self._close(time.monotonic())
+        self.box.markdown("  \n".join(self.lines + [f":x: {label}"]))
+        self.status.update(label=f"{label} after {self.elapsed():.1f} s", state="error", expanded=False)
+
+
+def run_job(job: str, progress=None, **kwargs):
+    """Run a worker job (blocking); raises the project's errors."""
+    return default_pool().run(job, progress=progress, **kwargs)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _describe(sha256: str, _source: dict) -> dict:
+    return run_job("describe", source=_source)
+
+
+def load_model(data: bytes, filename: str, catalog: dict | None = None, *, as_reference: bool = False) -> Model:
+    """Check the bytes, describe the model in a worker and make it the session's model.
+
+    Raises: TFLiteLabError (SourceError for a file that is not a model).
+    """
+    src = source_json(load_source(data, filename))
+    with st.status(f"Reading {filename}…", expanded=False) as status:
+        log = StepLog(status, f"Reading {filename}")
+        try:
+            desc = _describe(src["sha256"], src)
+        except TFLiteLabError:
+            log.failed(f"Could not read {filename}")
+            raise
+        log.done(f"Read {filename}")
+    m = Model(src, desc, f"{catalog['name']} (sample)" if catalog else filename, catalog)
+    if as_reference:
+        if m.format is SourceFormat.TFLITE:
+            raise TFLiteLabError(f"{filename} is a .tflite too; the original must be a .keras, .h5 or zipped "
+                                 "SavedModel.")
+        st.session_state["lab_reference"] = m
+    else:
+        st.session_state["lab_model"] = m
+        st.session_state["lab_reference"] = None
+        shipped = SAMPLES_DIR / catalog["samples"] if catalog and catalog.get("samples") else None
+        st.session_state["lab_samples"] = Samples(SampleSpec(path=str(shipped)), shipped.name) if shipped else None
+    reset_results()
+    return m
+
+
+def set_samples(spec: SampleSpec, label: str) -> None:
+    if samples().spec != spec:
+        st.session_state["lab_samples"] = Samples(spec, label)
+        reset_results()
+
+
+def save_upload(data: bytes, filename: str) -> str:
+    """An uploaded sample file on disk under its own name (messages quote it), addressed by content."""
+    folder = cache_dir() / "uploads" / hashlib.sha256(data).hexdigest()[:32]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (Path(filename).name or "samples")
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def ensure_prepared(progress=None) -> dict:
+    """Samples fixed, reference outputs computed and the model exported: once per model x samples x bench."""
+    m = original()
+    if m is None:
+        raise TFLiteLabError("Load a model on the Model page first.")
+    spec, bench = samples().spec, bench_spec()
+    key = (m.source["sha256"], spec.key(), tuple(asdict(bench).values()))
+    ss = st.session_state
+    if ss.get("lab_prepared") is None or ss.get("lab_prepared_key") != key:
+        ss["lab_prepared"] = run_job("prepare", progress=progress, source=m.source, spec=spec, bench=bench)
+        ss["lab_prepared_key"] = key
+    return ss["lab_prepared"]
+
+
+def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None) -> dict:
+    """Convert and evaluate one cell; keeps the report (or the failure) in the session."""
+    cell = cell_id(route, optimization, int8_io)
+    try:
+        report = run_job("cell", progress=progress, prepared=prepared, route=route, optimization=optimization,
+                         int8_io=int8_io, bench=bench_spec())
+    except TFLiteLabError as e:
+        failures()[cell] = failure_record(e)
+        reports().pop(cell, None)
+        raise
+    reports()[cell] = report
+    failures().pop(cell, None)
+    st.session_state["lab_selected"] = cell
+    return report
+
+
+def run_provided(prepared: dict, progress=None) -> dict:
+    report = run_job("provided", progress=progress, prepared=prepared, tflite_source=model().source,
+                     bench=bench_spec())
+    reports()["provided"] = report
+    st.session_state["lab_selected"] = "provided"
+    return report
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """Arrays of a content-addressed .npz (samples, references, predictions); shared and read-only."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for a in arrays.values():
+        a.setflags(write=False)
+    return arrays
+
+
+@st.cache_data(show_spinner=False)
+def catalog() -> list[dict]:
+    return json.loads((SAMPLES_DIR / "catalog.json").read_text())
+
+
+# ---- tables and text ----
+
+def shape_text(shape) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def signature_frame(signature: dict) -> pd.DataFrame:
+    rows = [{"": kind[:-1], "name": t["name"], "shape": shape_text(t["shape"]), "dtype": t["dtype"]}
+            for kind in ("inputs", "outputs") for t in signature[kind]]
+    return pd.DataFrame(rows)
+
+
+def number(x, spec: str = ".3g") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    return format(x, spec)
+
+
+def metrics_frame(report: dict) -> pd.DataFrame:
+    """One row per output with pass/fail (from ``judge_report``'s failures, which name the output)."""
+    rows = []
+    for m in report["metrics"]:
+        why = [f.split(": ", 1)[1] for f in report.get("failures", []) if f.startswith(m["name"] + ":")]
+        rows.append({"output": m["name"], "status": "❌ fail" if why else "✅ pass",
+                     "max abs error": _f(m["max_abs_error"]), "mean abs error": _f(m["mean_abs_error"]),
+                     "RMSE": _f(m["rmse"]), "cosine": _f(m["cosine"]), "PSNR (dB)": _f(m["psnr_db"]),
+                     "top-1 agreement": _f(m["top1_agreement"]), "top-5 agreement": _f(m["top5_agreement"]),
+                     "why": "; ".join(why)})
+    return pd.DataFrame(rows)
+
+
+def _f(x) -> float | None:
+    return None if x is None else float(x)     # JSON's "nan"/"inf" strings back to floats
+
+
+def worst_error(report: dict) -> float:
+    return max((float(m["max_abs_error"]) for m in report["metrics"]), default=float("nan"))
+
+
+def min_top1(report: dict) -> float | None:
+    vals = [float(m["top1_agreement"]) for m in report["metrics"] if m["top1_agreement"] is not None]
+    return min(vals) if vals else None
+
+
+def reproduction(report: dict, prepared: dict) -> tuple[str, str]:
+    """(the converter calls with server paths replaced by local names, the language to show them in)."""
+    m = original()
+    stem = Path(m.filename).stem if m else "model"
+    export = prepared.get("export_dir") or ""
+    local = f"{stem}_export" if m and m.format.is_keras else stem
+    lines = []
+    for call in report["calls"]:
+        call = call.replace(export, local) if export else call
+        call = re.sub(r"--output_file=\S+", "--output_file=model.tflite", call)
+        call = re.sub(r"^\S*/tflite_convert\b", "tflite_convert", call).replace(sys.executable, "python")
+        lines.append(call)
+    if lines and lines[0].startswith(("tflite_convert", "python -m")):
+        return "\n".join(lines), "bash"
+    head = ["import numpy as np", "import keras", "import tensorflow as tf", ""]
+    if any("representative_dataset" in c for c in lines):
+        keys = {t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]}
+        head += ["samples = np.load('samples.npz')  # the samples used here (download below)",
+                 "def representative_dataset():",
+                 f"    for i in range(min(100, len(samples[{next(iter(keys))!r}]))):",
+                 "        yield {" + ", ".join(f"{v!r}: samples[{k!r}][i:i + 1]" for k, v in keys.items()) + "}", ""]
+    tail = ["", "with open('model.tflite', 'wb') as f:", "    f.write(tflite_model)"]
+    return "\n".join(head + lines + tail), "python"
+
+
+def cli_line(report: dict) -> str:
+    """The same cell through this project's CLI."""
+    m, s = original(), samples().spec
+    parts = ["python -m tflite_lab convert", m.filename if m else "MODEL",
+             f"--route {report['route']}", f"--optimize {report['optimization']}"]
+    if report.get("int8_io"):
+        parts.append("--int8-io")
+    parts.append(f"--samples {Path(s.path).name}" if s.path else
+                 f"--num-samples {s.count or 64} --seed {s.seed} --low {s.low:g} --high {s.high:g}")
+    return " ".join(parts) + " --out result/"
+
+
+def need_model() -> Model | None:
+    """The current model, or a pointer to the Model page when there is none."""
+    m = model()
+    if m is None:
+        st.info("No model yet: upload one or pick a sample on the **Model** page.", icon=":material/upload_file:")
+        st.page_link(PAGES["model"], label="Go to Model", icon=":material/arrow_forward:")
+    return m
+
+
+def cell_picker(label: str = "Result", key: str = "pick_cell") -> str | None:
+    """Choose one of the computed cells; the choice is shared by all pages (``lab_selected``)."""
+    cells = list(reports())
+    if not cells:
+        return None
+    ss = st.session_state
+    ss[key] = ss.get("lab_selected") if ss.get("lab_selected") in cells else cells[-1]
+    cell = st.selectbox(label, cells, key=key, on_change=lambda: ss.update(lab_selected=ss[key]))
+    ss["lab_selected"] = cell
+    return cell
+
+
+# ---- the matrix ----
+
+def pending_cells(fmt: SourceFormat) -> list[tuple[str, str, bool]]:
+    """Supported cells not computed yet (a worker crash or timeout is retried; refusals and
+    conversion failures are results and stay)."""
+    from tflite_lab.routes import supported_cells
+    todo = []
+    for route, opt in supported_cells(fmt):
+        cid = cell_id(route.value, opt.value)
+        if cid in reports() or (cid in failures() and failures()[cid]["kind"] != "WorkerError"):
+            continue
+        todo.append((route.value, opt.value, False))
+    return todo
+
+
+def run_cells(cells: list[tuple[str, str, bool]], prepared: dict, render) -> None:
+    """Run cells in parallel on the pool's workers; ``render(states)`` redraws progress from this thread.
+
+    Results go straight into the session's dicts, so a cell that finishes after the user has left
+    the page is still kept.
+    """
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+    done, failed, bench, events = reports(), failures(), bench_spec(), queue.Queue()
+
+    def one(route: str, opt: str, int8_io: bool) -> None:
+        cid = cell_id(route, opt, int8_io)
+        try:
+            done[cid] = run_job("cell", progress=lambda step, _t: events.put((cid, step)), prepared=prepared,
+                                route=route, optimization=opt, int8_io=int8_io, bench=bench)
+            failed.pop(cid, None)
+            events.put((cid, "done"))
+        except TFLiteLabError as e:
+            failed[cid] = failure_record(e)
+            events.put((cid, "failed"))
+
+    states = {cell_id(*c): ("queued", None) for c in cells}
+    executor = ThreadPoolExecutor(max(1, default_pool().size), thread_name_prefix="matrix")
+    try:
+        futures = [executor.submit(one, *c) for c in cells]
+        render(states)
+        while not all(f.done() for f in futures) or not events.empty():
+            try:
+                cid, step = events.get(timeout=0.25)
+            except queue.Empty:
+                render(states)          # elapsed times keep moving
+                continue
+            started = states[cid][1] or time.monotonic()
+            states[cid] = (step, started)
+            render(states)
+        for f in futures:
+            f.result()                  # a bug in a thread surfaces here, not silently
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
+    """Every route x optimization: size, error, top-1, latency and status (with the reason)."""
+    from tflite_lab.routes import refusal
+    from tflite_lab.types import Route
+    rows = []
+    for route in Route:
+        for opt in Optimization:
+            cid = cell_id(route.value, opt.value)
+            row = {"cell": cid, "route": route.value, "optimization": opt.value, "status": "not run",
+                   "size (KB)": None, "size vs original": None, "max abs error": None, "top-1": None,
+                   "latency (ms)": None, "note": ""}
+            reason = refusal(route, opt, fmt)
+            if reason:
+                row.update(status="⛔ refused", note=reason)
+            elif cid in reports():
+                r = judged(cid)
+                tfl = (r["latency"] or {}).get("tflite") or {}
+                row.update(status="✅ pass" if r["ok"] else "❌ fail", note="; ".join(r["failures"]),
+                           **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
+                              "max abs error": worst_error(r), "top-1": min_top1(r),
+                              "latency (ms)": tfl.get("median_ms")})
+            elif cid in failures():
+                row.update(status="⚠️ error", note=failures()[cid]["message"])
+            if states and cid in states:
+                step, started = states[cid]
+                if step not in ("done", "failed"):
+                    row["status"] = f"⏳ {step}" + (f" ({time.monotonic() - started:.0f} s)" if started else "")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_rows() -> list[dict]:
+    rows = []
+    for cid in reports():
+        r = judged(cid)
+        tfl = (r["latency"] or {}).get("tflite") or {}
+        rows.append({"cell": cid, "size_bytes": r["tflite_bytes"], "max_abs_error": worst_error(r),
+                     "latency_ms": tfl.get("median_ms"), "ok": r["ok"]})
+    return rows

@@ -1,0 +1,100 @@
+"""Convert: pick a route and an optimization, convert, and get the .tflite with the code that made it."""
+from pathlib import Path
+
+import streamlit as st
+
+from pages import common
+from tflite_lab.charts import human_bytes
+from tflite_lab.errors import TFLiteLabError
+from tflite_lab.recipes import RECIPES
+from tflite_lab.routes import CAPABILITIES, refusal
+from tflite_lab.types import Optimization, Route
+
+st.title("Convert")
+m = common.need_model() or st.stop()
+orig = common.original()
+if orig is None:
+    st.info(refusal(Route.SAVED_MODEL, Optimization.NONE, m.format) + " Upload the original on the Model page.")
+    st.stop()
+
+left, right = st.columns(2, gap="large")
+if m is orig:
+    routes = [r.value for r in Route]
+    route = left.radio("Route", routes, index=routes.index(Route.SAVED_MODEL.value), key="conv_route", persist_state="session",
+                       format_func=lambda r: CAPABILITIES[Route(r)].title,
+                       captions=[CAPABILITIES[r].explanation for r in Route])
+    opt = right.radio("Optimization", [o.value for o in Optimization], key="conv_opt", persist_state="session",
+                      format_func=lambda o: RECIPES[Optimization(o)].title,
+                      captions=[RECIPES[o].explanation for o in Optimization])
+    int8_io = right.checkbox("int8 model inputs and outputs (default: float I/O)", key="conv_int8io",
+                             persist_state="session", disabled=opt != Optimization.INT8.value)
+    int8_io = bool(int8_io and opt == Optimization.INT8.value)
+    cell, reason = common.cell_id(route, opt, int8_io), refusal(route, opt, orig.format)
+else:   # an uploaded .tflite: nothing to convert, it is compared with its original as it is
+    left.markdown(f"**{m.label}** is already a .tflite: it is compared with **{orig.label}** as it is.")
+    cell, reason = "provided", None
+
+# Pre-flight: what we already know will matter, before any work.
+preflight = list(m.description["inspection"]["findings"] if m.description.get("inspection") else [])
+if orig.description["info"].get("recurrent"):
+    preflight.append("Recurrent layers: the conversion uses a fixed batch of 1 (a dynamic batch fails on TF 2.21).")
+prepared = st.session_state.get("lab_prepared")
+preflight += prepared["warnings"] if prepared else []
+for w in preflight:
+    st.warning(w, icon=":material/warning:")
+if reason:
+    st.error(reason, icon=":material/block:")
+
+if st.button("Convert" if cell != "provided" else "Compare", type="primary", disabled=bool(reason), key="convert"):
+    with st.status(f"{cell}…", expanded=True) as status:
+        log = common.StepLog(status, cell)
+        try:
+            prepared = common.ensure_prepared(log)
+            if cell == "provided":
+                common.run_provided(prepared, log)
+            else:
+                common.run_cell(route, opt, int8_io, prepared, log)
+            log.done(f"{cell} done")
+        except TFLiteLabError as e:
+            common.failures()[cell] = common.failure_record(e)
+            log.failed(f"{cell} failed")
+
+if cell in common.failures():
+    common.show_error(common.failures()[cell])
+if cell not in common.reports():
+    st.stop()
+
+report = common.judged(cell)
+lat = report["latency"] or {}
+orig_ms = (lat.get("original") or {}).get("median_ms")
+tfl_ms = (lat.get("tflite") or {}).get("median_ms")
+st.subheader(f"Result: {cell}" + (" (from the cache)" if report.get("cached") else ""), divider="gray")
+c = st.columns(5)
+c[0].metric("Verdict", "PASS" if report["ok"] else "FAIL", help="Against the tolerances (editable on Compare)")
+c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]), f"{report['size_ratio'] - 1:+.0%} vs original",
+            delta_color="inverse")
+c[2].metric("Max abs error", f"{common.worst_error(report):.3g}")
+top1 = common.min_top1(report)
+c[3].metric("Top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
+c[4].metric("Latency (median)", f"{tfl_ms:.3g} ms" if tfl_ms else "–",
+            f"{tfl_ms / orig_ms:.2f}× the original" if tfl_ms and orig_ms else None, delta_color="off")
+for f in report["failures"]:
+    st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
+
+code, language = common.reproduction(report, prepared or st.session_state["lab_prepared"]) if report["calls"] else ("", None)
+if code:
+    st.markdown("**Reproduce it**")
+    tabs = st.tabs(["Python" if language == "python" else "Shell", "TFLite Lab CLI"])
+    tabs[0].code(code, language=language)
+    tabs[1].code(common.cli_line(report), language="bash")
+d = st.columns([1, 1, 4])
+stem = Path(orig.filename).stem
+d[0].download_button("Download .tflite", lambda: Path(report["tflite_path"]).read_bytes(), f"{stem}-{cell}.tflite",
+                     mime="application/octet-stream", type="primary", icon=":material/download:", on_click="ignore")
+d[1].download_button("Samples (.npz)", lambda: Path(report["samples_path"]).read_bytes(), f"{stem}-samples.npz",
+                     mime="application/octet-stream", icon=":material/download:", on_click="ignore")
+d[2].page_link(common.PAGES["compare"], label="See the comparison", icon=":material/compare_arrows:")
+with st.expander(f"Converter warnings ({len(report['warnings'])}) and log"):
+    for w in report["warnings"]:
+        st.warning(w)
+    st.code(report.get("converter_log") or "(no converter output)", language=None)

@@ -1,0 +1,136 @@
+"""Model: upload a model or pick a bundled sample; its format, signature, size, layers; the samples."""
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from tflite_lab.charts import human_bytes
+from tflite_lab.config import Limits
+from tflite_lab.errors import TFLiteLabError
+from tflite_lab.pipeline import SampleSpec
+
+ss = st.session_state
+MAX_MB = int(Limits.from_env().upload_mb)
+
+
+def take_upload(widget_key: str, load) -> None:
+    """Act on a newly uploaded file once; keep its error shown while the file stays in the widget."""
+    up = ss.get(widget_key)
+    if up is None:
+        ss.pop(widget_key + "_error", None)
+        return
+    if ss.get(widget_key + "_id") != up.file_id:
+        ss[widget_key + "_id"] = up.file_id
+        ss.pop(widget_key + "_error", None)
+        try:
+            load(up.getvalue(), up.name)
+        except TFLiteLabError as e:
+            ss[widget_key + "_error"] = common.failure_record(e)
+    if ss.get(widget_key + "_error"):
+        common.show_error(ss[widget_key + "_error"])
+
+
+st.title("Model")
+left, right = st.columns([1, 1], gap="large")
+with left:
+    st.file_uploader("Model file", type=["keras", "h5", "zip", "tflite"], key="model_upload", max_upload_size=MAX_MB,
+                     help=".keras, .h5, a zipped SavedModel, or a .tflite to inspect and compare with its original")
+    take_upload("model_upload", common.load_model)
+with right:
+    entries = {e["name"]: e for e in common.catalog()}
+    name = st.selectbox("…or a bundled sample", list(entries), key="gallery_pick", persist_state="session")
+    entry = entries[name]
+    st.caption(f"{entry['description']}  \n`{entry['file']}` · {entry['task']} · inputs "
+               + ", ".join(f"{k} {common.shape_text(v)}" for k, v in entry["inputs"].items()))
+    if st.button("Use this sample", key="gallery_use", icon=":material/download:"):
+        try:
+            common.load_model((common.SAMPLES_DIR / entry["file"]).read_bytes(), entry["file"], entry)
+        except TFLiteLabError as e:
+            common.show_error(e)
+
+m = common.model()
+if m is None:
+    st.info("Upload a model, or pick a bundled sample to try the app.", icon=":material/upload_file:")
+    st.stop()
+
+info = m.description["info"]
+st.header(m.label, divider="gray")
+cols = st.columns(5)
+cols[0].metric("Format", m.format.value)
+cols[1].metric("File size", human_bytes(m.source["size_bytes"]), help=f"{m.source['size_bytes']:,} bytes")
+cols[2].metric("Parameters", f"{info['params']:,}" if info.get("params") is not None else "–")
+cols[3].metric("Layers", len(info.get("layers", [])) or "–")
+cols[4].metric("Inputs / outputs", f"{len(m.signature['inputs'])} / {len(m.signature['outputs'])}")
+if info.get("recurrent"):
+    st.warning("Recurrent layers: they are converted with a fixed batch of 1 (a dynamic batch fails on TF 2.21).",
+               icon=":material/warning:")
+
+sig_col, layer_col = st.columns([2, 3], gap="large")
+sig_col.markdown("**Signature**")
+sig_col.dataframe(common.signature_frame(m.signature), hide_index=True)
+if info.get("layers"):
+    layer_col.markdown("**Layers**")
+    layer_col.dataframe(pd.DataFrame(info["layers"]), hide_index=True, height=min(400, 36 + 35 * len(info["layers"])))
+
+if m.format.value == "tflite":
+    insp = m.description["inspection"]
+    for f in insp["findings"]:
+        st.warning(f, icon=":material/warning:")
+    for n in insp["notes"]:
+        st.info(n, icon=":material/info:")
+    layer_col.markdown("**Operators**")
+    layer_col.dataframe(pd.DataFrame({"operator": list(insp["operators"]), "count": list(insp["operators"].values())}),
+                        hide_index=True)
+    st.subheader("Original model")
+    st.file_uploader("Original model (to compare the .tflite against)", type=["keras", "h5", "zip"],
+                     key="reference_upload", max_upload_size=MAX_MB)
+    take_upload("reference_upload", lambda data, name: common.load_model(data, name, as_reference=True))
+    ref = common.original()
+    st.caption(f"Comparing against **{ref.label}**." if ref else "No original yet: the .tflite can only be inspected.")
+    if ref is None:
+        st.stop()
+
+st.subheader("Sample inputs")
+shipped = common.SAMPLES_DIR / m.catalog["samples"] if m.catalog else None
+current = common.samples().spec
+kinds = (["shipped"] if shipped else []) + ["upload", "random"]
+kind_now = "random" if not current.path else "shipped" if shipped and current.path == str(shipped) else "upload"
+kind = st.radio("Samples come from", kinds, index=kinds.index(kind_now), horizontal=True, key=f"samples_kind_{m.source['sha256'][:12]}",
+                format_func={"shipped": f"the bundled {shipped.name if shipped else ''}", "upload": "a file I upload",
+                             "random": "random values"}.get)
+if kind == "shipped" and kind_now != "shipped":
+    common.set_samples(SampleSpec(path=str(shipped)), shipped.name)
+elif kind == "upload":
+    st.file_uploader("Sample inputs", type=["npy", "npz", "csv", "png", "jpg", "jpeg", "zip"], key="samples_upload",
+                     max_upload_size=MAX_MB, help=".npy or .csv for one input, .npz keyed by input name, images "
+                     "(scaled to [0, 1] and resized to the input) or a zip of images")
+    take_upload("samples_upload", lambda data, name: common.set_samples(SampleSpec(path=common.save_upload(data, name)), name))
+    if kind_now != "upload":
+        st.caption(f"Until a file is uploaded, the samples stay: {common.samples().label}.")
+elif kind == "random":
+    c = st.columns(4)
+    count = c[0].number_input("Samples", 1, Limits.from_env().max_samples, current.count or 64, key="rand_count")
+    seed = c[1].number_input("Seed", 0, 2**31 - 1, current.seed, key="rand_seed")
+    low = c[2].number_input("Low", value=float(current.low), key="rand_low", format="%g")
+    high = c[3].number_input("High", value=float(current.high), key="rand_high", format="%g")
+    if high <= low:
+        st.error(f"High ({high:g}) must be above low ({low:g}).")
+    else:
+        common.set_samples(SampleSpec(count=int(count), seed=int(seed), low=low, high=high),
+                           f"{count} random in [{low:g}, {high:g}], seed {seed}")
+
+st.caption(f"Using: **{common.samples().label}**")
+if st.button("Check samples", key="check_samples", help="Load the samples and run the original model on them"):
+    with st.status("Preparing…", expanded=True) as status:
+        log = common.StepLog(status, "Preparing")
+        try:
+            common.ensure_prepared(log)
+            log.done("Prepared")
+        except TFLiteLabError as e:
+            log.failed("Preparing failed")
+            common.show_error(e)
+prepared = ss.get("lab_prepared")
+if prepared:
+    st.success(f"{prepared['num_samples']} samples ({prepared['samples_origin']}); the original's outputs are the "
+               "reference every conversion is compared with.", icon=":material/check_circle:")
+    for w in prepared["warnings"]:
+        st.warning(w, icon=":material/warning:")

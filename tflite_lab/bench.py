@@ -31,32 +31,21 @@ def summarize(times_ms: list[float], warmup: int, threads: int | None,
                    tuple(float(x) for x in a), throughput_sps, batch)
 
 
-def benchmark_tflite(model, one: dict[str, np.ndarray], batch: dict[str, np.ndarray] | None,
-                     threads: int | None, warmup: int = 3, runs: int = 30) -> Latency:
-    """``model`` is a runtime.TFLiteModel; ``one`` one sample keyed by its input keys."""
+def benchmark_tflite(model, one: dict[str, np.ndarray], threads: int | None, warmup: int = 3, runs: int = 30,
+                     throughput: tuple[float, int] | None = None) -> Latency:
+    """``model`` is a runtime.TFLiteModel; ``one`` one sample keyed by its input keys.
+
+    ``throughput`` (samples/s, batch) comes from timing the comparison run itself, so measuring
+    it costs nothing extra; without it, throughput is 1 / median batch-1 latency.
+    """
     times, w = measure(lambda: model._invoke(one), warmup, runs)
-    sps, bsize = _throughput(lambda: model._invoke(batch), batch) if batch and model.batch_size is None else (None, None)
-    if sps is None:
-        sps, bsize = 1e3 / float(np.median(times)), 1
+    sps, bsize = throughput or (1e3 / float(np.median(times)), 1)
     return summarize(times, w, threads, sps, bsize)
 
 
-def benchmark_original(original, one: dict[str, np.ndarray], batch: dict[str, np.ndarray] | None,
-                       warmup: int = 3, runs: int = 30) -> Latency:
+def benchmark_original(original, one: dict[str, np.ndarray], warmup: int = 3, runs: int = 30,
+                       throughput: tuple[float, int] | None = None) -> Latency:
     """``original`` is a models.OriginalModel, run as a TensorFlow graph (tf.function)."""
     times, w = measure(lambda: original.call(one), warmup, runs)
-    sps, bsize = _throughput(lambda: original.call(batch), batch) if batch else (None, None)
+    sps, bsize = throughput or (1e3 / float(np.median(times)), 1)
     return summarize(times, w, None, sps, bsize)
-
-
-def _throughput(call, batch, repeats: int = 3) -> tuple[float, int]:
-    n = len(next(iter(batch.values())))
-    call()
-    best = min(_time(call) for _ in range(repeats))
-    return n / best, n
-
-
-def _time(call) -> float:
-    t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0

@@ -90,7 +90,10 @@ class OriginalModel:
             import tensorflow as tf
             if self.is_keras:
                 m = self.keras_model
-                self._fn = tf.function(lambda xs: m(xs, training=False), reduce_retracing=True)
+                # One trace for every batch size: a retrace per shape costs seconds on big models.
+                specs = [tf.TensorSpec(t.shape, t.dtype) for t in self.signature.inputs]
+                self._fn = tf.function(lambda xs: m(xs, training=False),
+                                       input_signature=[specs if len(specs) > 1 else specs[0]])
             else:
                 self._fn = self.loaded.signatures["serving_default"]
         return self._fn
@@ -112,7 +115,15 @@ class OriginalModel:
 
     def predict(self, arrays: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
         n = len(next(iter(arrays.values())))
-        parts = [self.call({k: v[i:i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
+        fixed = self.signature.inputs[0].shape[0] if self.signature.inputs[0].shape else None
+        step = int(fixed) if fixed else batch_size
+        parts = []
+        for i in range(0, n, step):
+            chunk = {k: v[i:i + step] for k, v in arrays.items()}
+            m = len(next(iter(chunk.values())))
+            if fixed and m < step:   # a model with a fixed batch: pad the last chunk, drop the padding
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - m, axis=0)]) for k, v in chunk.items()}
+            parts.append({k: v[:m] for k, v in self.call(chunk).items()})
         return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.signature.outputs}
 
     def info(self) -> dict:

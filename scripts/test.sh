@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One command for every test: installs what the tests need (pinned packages, Debian's chromium), then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
+exec .venv/bin/python -m pytest -q -rfEx --durations=15 "$@"

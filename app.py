@@ -13,7 +13,6 @@ if str(ROOT) not in sys.path:          # `streamlit run` adds it; AppTest does n
     sys.path.insert(0, str(ROOT))
 
 from pages import common  # noqa: E402
-from tflite_lab.charts import human_bytes  # noqa: E402
 
 st.set_page_config(page_title="TFLite Lab", page_icon=":material/memory:", layout="wide")
 common.init_state()
@@ -27,21 +26,8 @@ navigation = st.navigation([
 ])
 
 with st.sidebar:
-    st.markdown("#### Current model")
-    model = common.model()
-    if model is None:
-        st.caption("None yet: upload one or pick a sample on the Model page.")
-    else:
-        params = model.description["info"].get("params")
-        st.markdown(f"**{model.label}**")
-        st.caption(f"{model.format.value} · {human_bytes(model.source['size_bytes'])}"
-                   + (f" · {params:,} parameters" if params is not None else ""))
-        if model.format.value == "tflite":
-            ref = common.original()
-            st.caption(f"Original: {ref.label}" if ref else "Original: none (upload it on the Model page)")
-        st.caption(f"Samples: {common.samples().label}")
-        done, failed = len(common.reports()), len(common.failures())
-        st.caption(f"Results: {done} converted" + (f", {failed} failed" if failed else ""))
+    st.session_state["_sidebar_summary"] = st.empty()   # pages refresh it when they change the model or results
+    common.sidebar_summary()
     st.markdown("#### Settings")
     st.toggle("Measure latency", value=True, key="set_bench", on_change=common.reset_results,
               help="Time batch-1 runs of the original and each .tflite (adds about a second per model).")

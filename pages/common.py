@@ -121,6 +121,30 @@ def judged(cell: str) -> dict:
     return judge_report(report, tolerances_for(cell, report))
 
 
+def sidebar_summary() -> None:
+    """The sidebar's current model, samples and results; redrawn whenever a page changes them."""
+    from tflite_lab.charts import human_bytes
+    slot = st.session_state.get("_sidebar_summary")
+    if slot is None:
+        return
+    with slot.container():
+        st.markdown("#### Current model")
+        m = model()
+        if m is None:
+            st.caption("None yet: upload one or pick a sample on the Model page.")
+            return
+        params = m.description["info"].get("params")
+        st.markdown(f"**{m.label}**")
+        st.caption(f"{m.format.value} · {human_bytes(m.source['size_bytes'])}"
+                   + (f" · {params:,} parameters" if params is not None else ""))
+        if m.format is SourceFormat.TFLITE:
+            ref = original()
+            st.caption(f"Original: {ref.label}" if ref else "Original: none yet (upload it on the Model page)")
+        st.caption(f"Samples: {samples().label}")
+        done, failed = len(reports()), len(failures())
+        st.caption(f"Results: {done} converted" + (f", {failed} failed" if failed else ""))
+
+
 # ---- errors ----
 
 def show_error(e: TFLiteLabError | dict) -> None:
@@ -153,11 +177,11 @@ class StepLog:
         self._close(now)
         self.current = (step, now)
         self.status.update(label=f"{self.title}: {step}… ({now - self.t0:.1f} s)")
-        self.box.markdown("  \n".join(self.lines + [f":hourglass_flowing_sand: {step}…"]))
+        self.box.markdown("  \n".join(self.lines + [f":material/pending: {step}…"]))
 
     def _close(self, now: float) -> None:
         if self.current:
-            self.lines.append(f":white_check_mark: {self.current[0]} — {now - self.current[1]:.1f} s")
+            self.lines.append(f":material/check_circle: {self.current[0]} — {now - self.current[1]:.1f} s")
             self.current = None
 
     def elapsed(self) -> float:
@@ -170,7 +194,7 @@ class StepLog:
 
     def failed(self, label: str) -> None:
         self._close(time.monotonic())
-        self.box.markdown("  \n".join(self.lines + [f":x: {label}"]))
+        self.box.markdown("  \n".join(self.lines + [f":material/cancel: {label}"]))
         self.status.update(label=f"{label} after {self.elapsed():.1f} s", state="error", expanded=False)
 
 
@@ -190,14 +214,14 @@ def load_model(data: bytes, filename: str, catalog: dict | None = None, *, as_re
     Raises: TFLiteLabError (SourceError for a file that is not a model).
     """
     src = source_json(load_source(data, filename))
-    with st.status(f"Reading {filename}…", expanded=False) as status:
-        log = StepLog(status, f"Reading {filename}")
+    slot = st.empty()           # the progress shows while reading, then makes way for the model
+    with slot.status(f"Reading {filename} in a worker process…", expanded=False):
         try:
             desc = _describe(src["sha256"], src)
         except TFLiteLabError:
-            log.failed(f"Could not read {filename}")
+            slot.empty()
             raise
-        log.done(f"Read {filename}")
+    slot.empty()
     m = Model(src, desc, f"{catalog['name']} (sample)" if catalog else filename, catalog)
     if as_reference:
         if m.format is SourceFormat.TFLITE:
@@ -210,6 +234,7 @@ def load_model(data: bytes, filename: str, catalog: dict | None = None, *, as_re
         shipped = SAMPLES_DIR / catalog["samples"] if catalog and catalog.get("samples") else None
         st.session_state["lab_samples"] = Samples(SampleSpec(path=str(shipped)), shipped.name) if shipped else None
     reset_results()
+    sidebar_summary()
     return m
 
 
@@ -217,6 +242,7 @@ def set_samples(spec: SampleSpec, label: str) -> None:
     if samples().spec != spec:
         st.session_state["lab_samples"] = Samples(spec, label)
         reset_results()
+        sidebar_summary()
 
 
 def save_upload(data: bytes, filename: str) -> str:
@@ -252,10 +278,12 @@ def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progr
     except TFLiteLabError as e:
         failures()[cell] = failure_record(e)
         reports().pop(cell, None)
+        sidebar_summary()
         raise
     reports()[cell] = report
     failures().pop(cell, None)
     st.session_state["lab_selected"] = cell
+    sidebar_summary()
     return report
 
 
@@ -264,6 +292,7 @@ def run_provided(prepared: dict, progress=None) -> dict:
                      bench=bench_spec())
     reports()["provided"] = report
     st.session_state["lab_selected"] = "provided"
+    sidebar_summary()
     return report
 
 
@@ -307,12 +336,38 @@ def metrics_frame(report: dict) -> pd.DataFrame:
     rows = []
     for m in report["metrics"]:
         why = [f.split(": ", 1)[1] for f in report.get("failures", []) if f.startswith(m["name"] + ":")]
-        rows.append({"output": m["name"], "status": "❌ fail" if why else "✅ pass",
+        rows.append({"output": m["name"], "status": "FAIL" if why else "pass",
                      "max abs error": _f(m["max_abs_error"]), "mean abs error": _f(m["mean_abs_error"]),
                      "RMSE": _f(m["rmse"]), "cosine": _f(m["cosine"]), "PSNR (dB)": _f(m["psnr_db"]),
                      "top-1 agreement": _f(m["top1_agreement"]), "top-5 agreement": _f(m["top5_agreement"]),
                      "why": "; ".join(why)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, dtype=object)
+
+
+STATUS_COLORS = {"pass": "#0B8A5F", "FAIL": "#D62728", "error": "#E67E22", "refused": "#8A8A8A", "running": "#1F77B4"}
+
+
+def _formatter(spec: str):
+    def fmt(x):
+        if x is None:
+            return "–"
+        x = float(x)
+        return format(x, spec) if np.isfinite(x) else str(x)     # NaN and inf are shown, not hidden
+    return fmt
+
+
+FORMATS = {"max abs error": ".2e", "mean abs error": ".2e", "RMSE": ".2e", "cosine": ".6f", "PSNR (dB)": ".1f",
+           "top-1 agreement": ".1%", "top-5 agreement": ".1%", "size (KB)": ",.1f", "size vs original": ".1%",
+           "top-1": ".1%", "latency (ms)": ".4f"}
+
+
+def styled(frame: pd.DataFrame):
+    """Numbers formatted by column (NaN/inf kept visible), the status coloured."""
+    def color(v):
+        c = STATUS_COLORS.get(str(v).split(":")[0])
+        return f"color: {c}; font-weight: 600" if c else ""
+    formats = {k: _formatter(v) for k, v in FORMATS.items() if k in frame.columns}
+    return frame.style.map(color, subset=["status"]).format(formats)
 
 
 def _f(x) -> float | None:
@@ -436,8 +491,11 @@ def run_cells(cells: list[tuple[str, str, bool]], prepared: dict, render) -> Non
             started = states[cid][1] or time.monotonic()
             states[cid] = (step, started)
             render(states)
+            if step in ("done", "failed"):
+                sidebar_summary()
         for f in futures:
             f.result()                  # a bug in a thread surfaces here, not silently
+        sidebar_summary()
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
 
@@ -455,22 +513,24 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                    "latency (ms)": None, "note": ""}
             reason = refusal(route, opt, fmt)
             if reason:
-                row.update(status="⛔ refused", note=reason)
+                row.update(status="refused", note=reason)
             elif cid in reports():
                 r = judged(cid)
                 tfl = (r["latency"] or {}).get("tflite") or {}
-                row.update(status="✅ pass" if r["ok"] else "❌ fail", note="; ".join(r["failures"]),
+                row.update(status="pass" if r["ok"] else "FAIL", note="; ".join(r["failures"]),
                            **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
                               "max abs error": worst_error(r), "top-1": min_top1(r),
                               "latency (ms)": tfl.get("median_ms")})
             elif cid in failures():
-                row.update(status="⚠️ error", note=failures()[cid]["message"])
+                row.update(status="error", note=failures()[cid]["message"])
             if states and cid in states:
                 step, started = states[cid]
-                if step not in ("done", "failed"):
-                    row["status"] = f"⏳ {step}" + (f" ({time.monotonic() - started:.0f} s)" if started else "")
+                if step == "queued":
+                    row["status"] = "queued"
+                elif step not in ("done", "failed"):
+                    row["status"] = f"running: {step}" + (f" ({time.monotonic() - started:.0f} s)" if started else "")
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, dtype=object)
 
 
 def pareto_rows() -> list[dict]:

@@ -42,50 +42,44 @@ frame = common.metrics_frame(judged)
 top1 = common.min_top1(report)
 c = st.columns(5)
 c[0].metric("Verdict", "PASS" if judged["ok"] else "FAIL")
-c[1].metric("Outputs within tolerance", f"{(frame['status'] == '✅ pass').sum()} / {len(frame)}")
+c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
 c[2].metric("Worst max abs error", f"{common.worst_error(report):.3g}")
 c[3].metric("Lowest top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
 c[4].metric("Samples compared", report["num_samples"])
-fmt = {k: st.column_config.NumberColumn(format="%.3e") for k in ("max abs error", "mean abs error", "RMSE")}
-fmt |= {"cosine": st.column_config.NumberColumn(format="%.6f"), "PSNR (dB)": st.column_config.NumberColumn(format="%.1f"),
-        "top-1 agreement": st.column_config.NumberColumn(format="percent"),
-        "top-5 agreement": st.column_config.NumberColumn(format="percent")}
-st.dataframe(frame, hide_index=True, column_config=fmt)
+st.dataframe(common.styled(frame), hide_index=True, placeholder="–")
 for f in judged["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
-
-outputs = list(reference)
-cols = st.columns(min(len(outputs), 3))
-for i, name in enumerate(outputs):
-    cols[i % len(cols)].plotly_chart(charts.scatter_figure(reference[name], predicted[name], name), key=f"scatter_{name}")
-per_sample = {mm["name"]: mm["per_sample_max_abs"] for mm in report["metrics"]}
-worst = np.nan_to_num(np.max(np.array(list(per_sample.values()), dtype=float), axis=0), nan=np.inf)
-order = [int(i) for i in np.argsort(-worst, kind="stable")]
-a, b = st.columns(2)
-a.plotly_chart(charts.error_histogram_figure(reference, predicted), key="error_hist")
-b.plotly_chart(charts.per_sample_error_figure(per_sample, tol.max_abs_error, ss.get(f"drill_{cell}")), key="per_sample")
-
-st.subheader("Sample drill-down", divider="gray")
-sample = st.selectbox("Sample (worst first)", order, key=f"drill_{cell}",
-                      format_func=lambda i: f"#{i} — max |Δ| {worst[i]:.3g}")
-cols = st.columns(len(inputs))
-for col, (name, x) in zip(cols, inputs.items()):
-    col.plotly_chart(charts.input_figure(x[sample], name), key=f"input_{name}")
-for name in outputs:
-    a, b = st.columns(2)
-    a.plotly_chart(charts.output_pair_figure(reference[name][sample], predicted[name][sample], name), key=f"pair_{name}")
-    b.plotly_chart(charts.difference_figure(reference[name][sample], predicted[name][sample], name), key=f"diff_{name}")
-
-classifiers = [mm["name"] for mm in report["metrics"] if mm["top1_agreement"] is not None]
-if classifiers:
-    st.subheader("Classifier agreement", divider="gray")
-    cols = st.columns(min(len(classifiers), 2))
-    for i, name in enumerate(classifiers):
-        cols[i % len(cols)].plotly_chart(charts.confusion_figure(reference[name], predicted[name], name), key=f"conf_{name}")
-
 d = st.columns([1, 1, 4])
 d[0].download_button("Metrics (.csv)", frame.to_csv(index=False), f"{cell}-metrics.csv", mime="text/csv",
                      icon=":material/download:", on_click="ignore")
 d[1].download_button("Predictions (.npz)", lambda: Path(report["predictions_path"]).read_bytes(),
                      f"{cell}-predictions.npz", mime="application/octet-stream",
                      icon=":material/download:", on_click="ignore")
+
+outputs = list(reference)
+per_sample = {mm["name"]: mm["per_sample_max_abs"] for mm in report["metrics"]}
+worst = np.nan_to_num(np.max(np.array(list(per_sample.values()), dtype=float), axis=0), nan=np.inf)
+order = [int(i) for i in np.argsort(-worst, kind="stable")]
+figures = [(f"scatter_{name}", charts.scatter_figure(reference[name], predicted[name], name)) for name in outputs]
+figures += [("error_hist", charts.error_histogram_figure(reference, predicted)),
+            ("per_sample", charts.per_sample_error_figure(per_sample, tol.max_abs_error, ss.get(f"drill_{cell}")))]
+for i in range(0, len(figures), 3):
+    for col, (key, fig) in zip(st.columns(3), figures[i:i + 3]):
+        col.plotly_chart(fig, key=key)
+
+st.subheader("Sample drill-down", divider="gray")
+sample = st.selectbox("Sample (worst first)", order, key=f"drill_{cell}",
+                      format_func=lambda i: f"#{i} — max |Δ| {worst[i]:.3g}")
+cols = st.columns(3)
+for name, x in inputs.items():
+    cols[0].plotly_chart(charts.input_figure(x[sample], name), key=f"input_{name}")
+for name in outputs:
+    cols[1].plotly_chart(charts.output_pair_figure(reference[name][sample], predicted[name][sample], name), key=f"pair_{name}")
+    cols[2].plotly_chart(charts.difference_figure(reference[name][sample], predicted[name][sample], name), key=f"diff_{name}")
+
+classifiers = [mm["name"] for mm in report["metrics"] if mm["top1_agreement"] is not None]
+if classifiers:
+    st.subheader("Classifier agreement", divider="gray")
+    cols = st.columns(2)
+    for i, name in enumerate(classifiers):
+        cols[i % 2].plotly_chart(charts.confusion_figure(reference[name], predicted[name], name), key=f"conf_{name}")

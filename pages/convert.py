@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages import common
-from tflite_lab.charts import human_bytes
+from tflite_lab.charts import human_bytes, human_ms
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.recipes import RECIPES
 from tflite_lab.routes import CAPABILITIES, refusal
@@ -76,8 +76,8 @@ c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]), f"{report['size_
 c[2].metric("Max abs error", f"{common.worst_error(report):.3g}")
 top1 = common.min_top1(report)
 c[3].metric("Top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
-c[4].metric("Latency (median)", f"{tfl_ms:.3g} ms" if tfl_ms else "–",
-            f"{tfl_ms / orig_ms:.2f}× the original" if tfl_ms and orig_ms else None, delta_color="off")
+c[4].metric("Latency (median)", human_ms(tfl_ms),
+            f"{tfl_ms / orig_ms - 1:+.0%} vs original" if tfl_ms and orig_ms else None, delta_color="inverse")
 for f in report["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
 

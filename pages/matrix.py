@@ -1,4 +1,6 @@
 """Matrix: every route x optimization on the current model in one click, and the best trade-off."""
+import time
+
 import streamlit as st
 
 from pages import common
@@ -15,12 +17,9 @@ if common.original() is not m:
 
 todo = common.pending_cells(m.format)
 supported = len(supported_cells(m.format))
-columns = {"size (KB)": st.column_config.NumberColumn(format="%.1f"),
-           "size vs original": st.column_config.NumberColumn(format="percent"),
-           "max abs error": st.column_config.NumberColumn(format="%.2e"),
-           "top-1": st.column_config.NumberColumn(format="percent"),
-           "latency (ms)": st.column_config.NumberColumn(format="%.3f"),
-           "note": st.column_config.TextColumn(width="large")}
+columns = {"note": st.column_config.TextColumn(width="large")}
+shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "latency (ms)", "note"]
+height = 36 + 35 * len(common.matrix_frame(m.format))        # every cell visible, no inner scrolling
 c = st.columns([1, 1, 1, 1, 2], vertical_alignment="bottom")
 c[0].metric("Cells", len(common.matrix_frame(m.format)))
 c[1].metric("Supported", supported)
@@ -32,28 +31,36 @@ run = c[4].button(f"Run {len(todo)} remaining cells" if todo and len(todo) < sup
                   help="Cells already computed are kept, not redone.")
 
 if run:
-    with st.status(f"Running {len(todo)} cells…", expanded=True) as status:
+    prepared, t0 = None, time.monotonic()
+    with st.status("Preparing the samples and the reference outputs…") as status:
         log = common.StepLog(status, "Preparing")
         try:
             prepared = common.ensure_prepared(log)
             log.done("Prepared")
-            bar, slot = st.progress(0.0), st.empty()
-
-            def render(states):
-                finished = sum(step in ("done", "failed") for step, _ in states.values())
-                bar.progress(finished / len(states), text=f"{finished} of {len(states)} cells finished")
-                slot.dataframe(common.matrix_frame(m.format, states), hide_index=True, column_config=columns)
-
-            common.run_cells(todo, prepared, render)
-            slot.empty()
-            status.update(label=f"Ran {len(todo)} cells in {log.elapsed():.1f} s", state="complete", expanded=False)
         except TFLiteLabError as e:
             log.failed("Preparing failed")
-            common.show_error(e)
+            error = e
+    if prepared is None:
+        common.show_error(error)
+    else:
+        bar, slot = st.progress(0.0, text=f"Running {len(todo)} cells…"), st.empty()
 
+        def render(states):
+            finished = sum(step in ("done", "failed") for step, _ in states.values())
+            bar.progress(finished / len(states), text=f"{finished} of {len(states)} cells finished "
+                         f"({time.monotonic() - t0:.0f} s)")
+            slot.dataframe(common.styled(common.matrix_frame(m.format, states)), hide_index=True,
+                           column_config=columns, height=height, column_order=shown, placeholder="–")
+
+        common.run_cells(todo, prepared, render)
+        ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
+        st.rerun()      # redraw the counts, the table and the chart from the new results
+
+if ss.get("matrix_note"):
+    st.success(ss.pop("matrix_note"), icon=":material/done_all:")
 frame = common.matrix_frame(m.format)
-event = st.dataframe(frame, hide_index=True, column_config=columns, key="matrix_table", on_select="rerun",
-                     selection_mode="single-row")
+event = st.dataframe(common.styled(frame), hide_index=True, column_config=columns, key="matrix_table",
+                     on_select="rerun", selection_mode="single-row", height=height, column_order=shown, placeholder="–")
 rows = common.pareto_rows()
 best = charts.best_cell(rows)
 if best:

@@ -23,9 +23,9 @@ c[1].metric("TFLite size", charts.human_bytes(tflite_bytes), f"{tflite_bytes / o
             delta_color="inverse", help=f"{tflite_bytes:,} bytes")
 c[2].metric("Size reduction", f"{original_bytes / tflite_bytes:.1f}×", help="original bytes / TFLite bytes")
 if tfl:
-    c[3].metric("Original latency", f"{orig['median_ms']:.3g} ms" if orig else "–", help="median of batch-1 runs")
-    c[4].metric("TFLite latency", f"{tfl['median_ms']:.3g} ms", help=f"median of {tfl['runs']} batch-1 runs; "
-                f"p90 {tfl['p90_ms']:.3g} ms; {tfl['threads'] or 'default'} threads")
+    c[3].metric("Original latency", charts.human_ms(orig.get("median_ms")), help="median of batch-1 runs")
+    c[4].metric("TFLite latency", charts.human_ms(tfl["median_ms"]), help=f"median of {tfl['runs']} batch-1 runs; "
+                f"p90 {charts.human_ms(tfl['p90_ms'])}; {tfl['threads'] or 'default'} threads")
     c[5].metric("Speed-up", f"{orig['median_ms'] / tfl['median_ms']:.1f}×" if orig else "–",
                 help="original median / TFLite median")
 else:

@@ -42,6 +42,13 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} GB"
 
 
+def human_ms(ms: float | None) -> str:
+    """0.0068 -> '6.8 µs', 12.3 -> '12.3 ms'."""
+    if ms is None or not math.isfinite(ms):
+        return "–"
+    return f"{ms * 1000:.3g} µs" if ms < 0.1 else f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1000:.3g} s"
+
+
 # ---- Compare ----
 
 def scatter_figure(reference: np.ndarray, candidate: np.ndarray, name: str, max_points: int = MAX_POINTS) -> go.Figure:
@@ -88,7 +95,8 @@ def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str
             notes.append(f"{name}: {nonfinite:,} NaN/inf")
     fig.update_layout(barmode="overlay")
     if lows:
-        ticks = list(range(min(lows), max(highs) + 1))
+        step = max(1, math.ceil((max(highs) - min(lows)) / 8))
+        ticks = list(range(min(lows), max(highs) + 1, step))
         fig.update_xaxes(tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
     title = "Absolute error per output value" + (f" ({'; '.join(notes)})" if notes else "")
     return _layout(fig, title, "|original − TFLite| (log scale)", "number of values")
@@ -202,8 +210,14 @@ def latency_box_figure(samples_ms: dict[str, list[float]]) -> go.Figure:
                              marker={"size": 4}, boxmean=True,
                              marker_color=ORIGINAL_COLOR if i == 0 and label == "original" else None))
     fig.update_layout(showlegend=False)
-    fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, "Latency per inference (batch 1)", "model", "latency (ms)")
+    values = _finite(np.concatenate([np.asarray(v, dtype=float) for v in samples_ms.values()])) if samples_ms else []
+    values = values[values > 0] if len(values) else values
+    log = len(values) and values.max() / values.min() > 30    # else the fast model is a flat line
+    if log:
+        fig.update_yaxes(type="log")
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Latency per inference (batch 1)", "model", "latency (ms" + (", log scale)" if log else ")"))
 
 
 def throughput_figure(throughput_sps: dict[str, float | None]) -> go.Figure:
@@ -212,8 +226,9 @@ def throughput_figure(throughput_sps: dict[str, float | None]) -> go.Figure:
     values = [throughput_sps[k] for k in labels]
     fig = go.Figure(go.Bar(x=labels, y=values, text=[f"{v:,.0f}/s" for v in values], textposition="outside",
                            cliponaxis=False, marker_color=[ORIGINAL_COLOR if k == "original" else TFLITE_COLOR for k in labels]))
-    fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, "Throughput", "model", "samples per second")
+    log = len(values) > 1 and max(values) / min(values) > 30
+    fig.update_yaxes(type="log") if log else fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Throughput", "model", "samples per second" + (" (log scale)" if log else ""))
 
 
 # ---- Matrix ----
@@ -265,8 +280,7 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     lat = [r.get("latency_ms") for r in rows]
     has_lat = any(v is not None for v in lat)
     fig.add_trace(go.Scatter(
-        x=size_kb, y=plot_err, mode="markers+text", text=[r["cell"] for r in rows], textposition="top center",
-        customdata=[r["cell"] for r in rows], name="cells",
+        x=size_kb, y=plot_err, mode="markers", customdata=[r["cell"] for r in rows], name="cells",
         marker={"size": 14, "symbol": ["circle" if r.get("ok") else "x" for r in rows],
                 "color": [v if v is not None else 0 for v in lat] if has_lat else TFLITE_COLOR,
                 "colorscale": "Viridis", "showscale": has_lat,
@@ -277,6 +291,12 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=[size_kb[i] for i in front], y=[plot_err[i] for i in front], mode="lines",
                                  name="Pareto front", line={"color": "gray", "dash": "dot"}, hoverinfo="skip"))
+    # Routes often give byte-identical models: label each front position once, with how many share it.
+    for i in front:
+        same = [r["cell"] for j, r in enumerate(rows) if size_kb[j] == size_kb[i] and err[j] == err[i]]
+        if same[0] == rows[i]["cell"] and plot_err[i] is not None:
+            fig.add_annotation(x=size_kb[i], y=math.log10(plot_err[i]), text=same[0] + (f" +{len(same) - 1}" if len(same) > 1 else ""),
+                               showarrow=False, yshift=16, font={"size": 11})
     best = best_cell(rows)
     if best:
         i = [r["cell"] for r in rows].index(best)

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress(enabled: bool, label: str = ""):
+    """Progress lines for a person at a terminal; scripts get a clean stderr (just the error line)."""
+    enabled = enabled and sys.stderr.isatty()
     t0 = time.monotonic()
     def report(step, _elapsed=None):
         if enabled:
@@ -164,7 +166,7 @@ def cmd_convert(args) -> int:
         reason = refusal(args.route, args.optimize, src.format)
         if reason:
             raise UnsupportedCombination(reason)
-    progress = _progress(True)
+    progress = _progress(not args.json)
     with WorkerPool(1, limits) as pool:
         prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
                             spec=samples, bench=bench)
@@ -199,7 +201,7 @@ def cmd_matrix(args) -> int:
             results[(r, o)] = failed_cell_json(r, o, UnsupportedCombination(reason))
         else:
             runnable.append((r, o))
-    progress = _progress(True)
+    progress = _progress(not args.json)
     workers = max(1, min(args.workers, len(runnable) or 1))
     with WorkerPool(workers, limits, prestart=workers) as pool:
         prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples, bench=bench)
@@ -207,7 +209,7 @@ def cmd_matrix(args) -> int:
         def one(cell):
             r, o = cell
             try:
-                rep = pool.run("cell", progress=_progress(True, f"{r}-{o}: "), prepared=prepared, route=r,
+                rep = pool.run("cell", progress=_progress(not args.json, f"{r}-{o}: "), prepared=prepared, route=r,
                                optimization=o, int8_io=args.int8_io, bench=bench)
                 rep = judge_report(rep, _tolerances(args, o))
                 if args.out:

@@ -115,12 +115,8 @@ def _check_member(info: zipfile.ZipInfo, dest: Path) -> Path:
     return target
 
 
-def safe_unzip(data: bytes, dest: Path, limits: Limits, name: str = "archive") -> None:
-    """Unpack a zip with every entry checked before anything is written.
-
-    Refuses absolute paths, '..', symlinks, too many entries, too large a total or too high a
-    compression ratio (zip bombs); sizes are enforced again while writing, since headers can lie.
-    """
+def check_zip_limits(data: bytes, limits: Limits, name: str = "archive"):
+    """Entry count, total size and compression ratio of a zip, from its directory, before any inflate."""
     max_total = int(limits.unzip_total_mb * 2**20)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -142,6 +138,17 @@ def safe_unzip(data: bytes, dest: Path, limits: Limits, name: str = "archive") -
     if total > 2**20 and total / compressed > limits.unzip_max_ratio:
         raise SourceError(f"{name} expands {total / compressed:.0f}x overall "
                           f"(limit {limits.unzip_max_ratio:.0f}x); refused (zip bomb?).")
+    return zf, infos
+
+
+def safe_unzip(data: bytes, dest: Path, limits: Limits, name: str = "archive") -> None:
+    """Unpack a zip with every entry checked before anything is written.
+
+    Refuses absolute paths, '..', symlinks, too many entries, too large a total or too high a
+    compression ratio (zip bombs); sizes are enforced again while writing, since headers can lie.
+    """
+    max_total = int(limits.unzip_total_mb * 2**20)
+    zf, infos = check_zip_limits(data, limits, name)
     targets = [(_check_member(i, dest), i) for i in infos]
     written = 0
     for target, info in targets:
@@ -192,6 +199,8 @@ def load_source(data: bytes, filename: str, *, limits: Limits | None = None,
     if len(data) > limits.upload_mb * 2**20:
         raise SourceError(f"{name} is {len(data) / 2**20:.0f} MB, more than the upload limit of {limits.upload_mb:.0f} MB.")
     fmt = detect_format(data, name)
+    if fmt is SourceFormat.KERAS:   # Keras inflates its own zip: same bomb limits as SavedModel zips
+        check_zip_limits(data, limits, name)
     sha = hashlib.sha256(data).hexdigest()
     root = (store or cache_dir()) / "models" / sha
     filenames = {SourceFormat.KERAS: "model.keras", SourceFormat.H5: "model.h5",

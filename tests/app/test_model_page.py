@@ -1,0 +1,81 @@
+"""Model page: upload or pick a sample; format, signature, size, parameters, layers; the samples."""
+from __future__ import annotations
+
+from apptest_helpers import SAMPLES, assert_clean, metrics, sidebar_texts, texts, upload_model, use_sample
+
+
+def test_first_paint_offers_upload_and_gallery(app):
+    assert_clean(app)
+    assert texts(app.title) == ["Model"]
+    assert app.file_uploader(key="model_upload").label == "Model file"
+    assert "digits_cnn" in app.selectbox(key="gallery_pick").options
+    assert any("None yet" in c for c in texts(app.sidebar.caption))
+
+
+def test_upload_keras_shows_format_signature_and_layers(app):
+    upload_model(app, "digits_cnn.keras")
+    assert_clean(app)
+    shown = metrics(app)
+    assert shown["Format"] == "keras"
+    assert shown["Parameters"] == "38,282"
+    assert shown["Layers"] == "7"
+    assert shown["Inputs / outputs"] == "1 / 1"
+    signature = app.dataframe[0].value
+    assert list(signature["name"]) == ["image", "probs"]
+    assert list(signature["shape"]) == ["(?, 8, 8, 1)", "(?, 10)"]
+    layers = app.dataframe[1].value
+    assert "Conv2D" in set(layers["class"])
+    assert "**digits_cnn.keras**" in sidebar_texts(app)
+
+
+def test_a_csv_named_h5_gets_a_one_line_error(app):
+    upload_model(app, "model.h5", b"a,b,c\n1,2,3\n")
+    assert_clean(app)
+    errors = texts(app.error)
+    assert len(errors) == 1
+    assert "model.h5 is CSV text" in errors[0] and "\n" not in errors[0]
+    assert app.session_state["lab_model"] is None
+    app.run()                                   # still shown while the file stays in the uploader
+    assert texts(app.error) == errors
+
+
+def test_a_bundled_sample_uses_its_shipped_samples(app):
+    use_sample(app, "breast_cancer_mlp")
+    assert_clean(app)
+    assert metrics(app)["Format"] == "h5"
+    assert app.radio[0].value == "shipped"
+    app.button(key="check_samples").click().run()
+    assert_clean(app)
+    assert any(s.startswith("64 samples (breast_cancer_mlp.samples.csv)") for s in texts(app.success))
+    assert "Samples: breast_cancer_mlp.samples.csv" in sidebar_texts(app)
+
+
+def test_random_samples_with_seed_and_range(digits):
+    digits.radio[0].set_value("random").run()
+    digits.number_input(key="rand_count").set_value(8)
+    digits.number_input(key="rand_seed").set_value(3)
+    digits.number_input(key="rand_low").set_value(-1.0)
+    digits.number_input(key="rand_high").set_value(1.0).run()
+    assert_clean(digits)
+    label = "8 random in [-1, 1], seed 3"
+    assert f"Samples: {label}" in sidebar_texts(digits)
+    digits.button(key="check_samples").click().run()
+    assert any(s.startswith("8 samples") for s in texts(digits.success))
+
+
+def test_uploaded_samples_that_do_not_fit_get_a_clear_message(digits):
+    digits.radio[0].set_value("upload").run()
+    digits.file_uploader(key="samples_upload").upload("rows.csv", b"1,2,3\n4,5,6\n").run()
+    digits.button(key="check_samples").click().run()
+    assert_clean(digits)
+    errors = texts(digits.error)
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert "(2, 3)" in errors[0] and "(?, 8, 8, 1)" in errors[0]
+
+
+def test_a_zipped_saved_model_is_described(app):
+    upload_model(app, "diabetes_regressor_savedmodel.zip")
+    assert_clean(app)
+    assert metrics(app)["Format"] == "saved_model"
+    assert list(app.dataframe[0].value["name"]) == ["features", "output_0"]
+    assert (SAMPLES / "diabetes_regressor_savedmodel.zip").stat().st_size > 0

@@ -1,0 +1,43 @@
+"""Matrix page: every route x optimization in one click; refusals with reasons; best cell; Compare."""
+from __future__ import annotations
+
+from apptest_helpers import assert_clean, convert, go, metrics, texts, upload_model
+
+
+def test_matrix_on_a_zipped_saved_model(app):
+    upload_model(app, "diabetes_regressor_savedmodel.zip")
+    convert(app, "saved_model", "none")                 # already computed: the matrix keeps it
+    go(app, "matrix")
+    assert_clean(app)
+    assert metrics(app)["Supported"] == "13"
+    run = app.button(key="run_matrix")
+    assert run.label == "Run 12 remaining cells"
+    run.click().run()
+    assert_clean(app)
+    assert any(s.startswith("Ran 12 cells in") for s in texts(app.success))
+    table = app.dataframe[0].value
+    assert len(table) == 20
+    status = dict(zip(table["cell"], table["status"]))
+    assert all(status[f"keras-{o}"] == "refused" for o in ("none", "dynamic", "float16", "int8", "int16x8"))
+    assert status["cli-int8"] == "refused" and "cannot calibrate" in dict(zip(table["cell"], table["note"]))["cli-int8"]
+    ran = [c for c, s in status.items() if s != "refused"]
+    assert len(ran) == 13 and all(status[c] in ("pass", "FAIL", "error") for c in ran)
+    assert app.button(key="run_matrix").disabled        # nothing left to redo
+    assert len(app.get("plotly_chart")) == 1            # the Pareto chart
+    assert any(s.startswith("Best: **") for s in texts(app.success)) or not any(s == "pass" for s in status.values())
+
+    app.selectbox(key="matrix_open_pick").set_value("saved_model-float16").run()
+    app.button(key="matrix_open").click().run()
+    assert_clean(app)
+    assert texts(app.title) == ["Compare"]
+    assert app.selectbox(key="compare_cell").value == "saved_model-float16"
+
+
+def test_an_uploaded_tflite_has_no_matrix(digits):
+    go(digits, "matrix")
+    assert metrics(digits)["Cells"] == "20"
+    tflite = b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64       # not a valid model: refused before any work
+    go(digits, "model")
+    upload_model(digits, "broken.tflite", tflite)
+    assert_clean(digits)
+    assert len(texts(digits.error)) == 1 and "\n" not in texts(digits.error)[0]

@@ -187,11 +187,9 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
         rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in sig.inputs})
     from .models import exported_saved_model
     from .routes import convert
-    with_workdir = str(store.root / "work")
-    Path(with_workdir).mkdir(exist_ok=True)
     unrolled = bool(prepared["fixed_batch"] and rep is not None)
     export_dir = exported_saved_model(om, unrolled=True)[0] if unrolled else prepared["export_dir"]
-    result = convert(req, om, export_dir, prepared["fixed_batch"], rep, with_workdir, unrolled)
+    result = convert(req, om, export_dir, prepared["fixed_batch"], rep, None, unrolled)
     store.put_bytes("tflite", key, ".tflite", result.tflite)
     store.put_json("tflite", key, {"calls": result.calls, "warnings": result.warnings, "log": result.log,
                                    "convert_s": result.convert_s, "fixed_batch": result.fixed_batch})

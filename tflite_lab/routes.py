@@ -239,15 +239,16 @@ def _export_lines(original, export_dir, fixed_batch) -> list[str]:
 
 
 def _convert_cli(opt: Optimization, export_dir: str, workdir: str | None):
-    out_dir = Path(tempfile.mkdtemp(dir=workdir, prefix="cli-"))
-    out = out_dir / "model.tflite"
-    cmd = _tflite_convert_command() + [f"--saved_model_dir={export_dir}", f"--output_file={out}"] + CLI_FLAGS[opt]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    log = f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}"
-    if proc.returncode != 0 or not out.exists():
-        raise ConversionError(explain_failure(Route.CLI, opt, log) + f" (exit code {proc.returncode})", detail=log)
-    data = out.read_bytes()
-    out.unlink()
-    out_dir.rmdir()
-    return data, [shlex.join(cmd)], log
+    import shutil
+    out_dir = Path(tempfile.mkdtemp(dir=workdir, prefix="cli-"))   # inside the job's workspace
+    try:
+        out = out_dir / "model.tflite"
+        cmd = _tflite_convert_command() + [f"--saved_model_dir={export_dir}", f"--output_file={out}"] + CLI_FLAGS[opt]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        log = f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}"
+        if proc.returncode != 0 or not out.exists():
+            raise ConversionError(explain_failure(Route.CLI, opt, log) + f" (exit code {proc.returncode})", detail=log)
+        return out.read_bytes(), [shlex.join(cmd)], log
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)

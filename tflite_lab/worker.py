@@ -165,12 +165,15 @@ class WorkerPool:
         w = self._acquire()
         self.busy_pids.add(w.pid)
         healthy = False
+        workspace = None
         start = time.monotonic()
         try:
             if not w.ready:
                 self._wait_ready(w, progress, start)
             job_id = next(self._ids)
-            w.conn.send((job_id, job, kwargs))
+            # The parent owns the workspace, so it is removed even when the worker is killed.
+            workspace = tempfile.mkdtemp(prefix=f"tflite-lab-job{job_id}-")
+            w.conn.send((job_id, job, kwargs, workspace))
             started = time.monotonic()
             next_mem_check = 0.0
             while True:
@@ -207,6 +210,8 @@ class WorkerPool:
             if not healthy:
                 w.kill()
             self._release(w, healthy)
+            if workspace:
+                shutil.rmtree(workspace, ignore_errors=True)
 
     def _wait_ready(self, w: _Worker, progress, start: float) -> None:
         if progress:
@@ -292,8 +297,7 @@ def _serve(fd: int) -> None:
             return
         if msg is None:
             return
-        job_id, name, kwargs = msg
-        workspace = tempfile.mkdtemp(prefix=f"tflite-lab-job{job_id}-")
+        job_id, name, kwargs, workspace = msg
         os.chdir(workspace)
         tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder
         try:

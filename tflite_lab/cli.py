@@ -126,7 +126,7 @@ def _fmt(x, spec=".3g"):
 
 
 def _table(public: dict) -> str:
-    lines = [f"{public['route'] or 'provided'}-{public['optimization']}: "
+    lines = [(f"{public['route']}-{public['optimization']}: " if public["route"] else "given .tflite: ")
              f"{'PASS' if public['ok'] else 'FAIL'}  "
              f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
              f"{public['num_samples']} samples"]
@@ -135,6 +135,9 @@ def _table(public: dict) -> str:
         orig = lat.get("original") or {}
         lines.append(f"latency (batch 1, median/p90 ms): original {_fmt(orig.get('median'))}/{_fmt(orig.get('p90'))}, "
                      f"tflite {_fmt(lat['tflite']['median'])}/{_fmt(lat['tflite']['p90'])}")
+    if not public["outputs"]:
+        lines += [f"  warning: {w}" for w in public.get("warnings", [])]
+        return "\n".join(lines)
     lines.append(f"{'output':<16}{'max_abs':>11}{'mean_abs':>11}{'rmse':>11}{'cosine':>10}{'psnr_db':>9}{'top1':>7}")
     for o in public["outputs"]:
         lines.append(f"{o['name'][:15]:<16}{_fmt(o['max_abs_error']):>11}{_fmt(o['mean_abs_error']):>11}"
@@ -156,11 +159,9 @@ def cmd_convert(args) -> int:
     samples, bench = _specs(args)
     reference = None
     if src.format is SourceFormat.TFLITE:
-        if not args.reference:
-            raise UnsupportedCombination(f"{src.filename} is already a .tflite; pass --reference ORIGINAL to compare "
-                                         "it against its original, or use 'inspect'.")
-        reference = source_from_path(args.reference, limits=limits)
-        if reference.format is SourceFormat.TFLITE:
+        # Without --reference a .tflite is run and benchmarked against nothing but itself.
+        reference = source_from_path(args.reference, limits=limits) if args.reference else src
+        if args.reference and reference.format is SourceFormat.TFLITE:
             raise SourceError("--reference must be the original model (.keras, .h5 or SavedModel), not a .tflite.")
     else:
         reason = refusal(args.route, args.optimize, src.format)
@@ -170,7 +171,7 @@ def cmd_convert(args) -> int:
     with WorkerPool(1, limits) as pool:
         prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
                             spec=samples, bench=bench)
-        if reference:
+        if reference is not None:
             report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
         else:
             report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,

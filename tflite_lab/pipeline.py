@@ -113,10 +113,13 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     src = _source(source)
     key = key_of(kind="prepared", model=src.sha256, samples=spec.key(), bench=asdict(bench))
     cached = store.get_json("reports", key)
-    if cached and Path(cached["samples_path"]).exists() and Path(cached["reference_path"]).exists():
+    if cached and Path(cached["samples_path"]).exists() and (
+            cached["reference_path"] is None or Path(cached["reference_path"]).exists()):
         return {**cached, "cached": True}
     t0 = time.perf_counter()
     progress("load")
+    if src.format is SourceFormat.TFLITE:
+        return _prepare_tflite_only(src, source, spec, limits, store, key, t0)
     om = _open(src, limits)
     load_s = time.perf_counter() - t0
     samples = _make_samples(om.signature, spec, limits)
@@ -155,6 +158,27 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         "samples_sha": samples.sha256, "reference_path": str(reference_path), "export_dir": export_dir,
         "fixed_batch": fixed, "original_latency": latency, "warnings": warnings,
         "timings_s": {"load": load_s, "export": export_s, "reference": ref_s}, "cached": False,
+    }
+    store.put_json("reports", key, prepared)
+    return prepared
+
+
+def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
+    """A .tflite without its original: samples from its own signature; run and benchmark only."""
+    from .models import check_input_bounds
+    from .runtime import TFLiteModel
+    sig = TFLiteModel(Path(src.path).read_bytes()).signature
+    check_input_bounds(sig, limits)
+    samples = _make_samples(sig, spec, limits)
+    samples_path = store.path("samples", key, ".npz")
+    samples.save(samples_path)
+    prepared = {
+        "source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": [], "recurrent": False},
+        "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
+        "samples_sha": samples.sha256, "reference_path": None, "export_dir": None, "fixed_batch": False,
+        "original_latency": None, "warnings": list(samples.warnings) + [
+            "No original model given: the .tflite was run and benchmarked, not compared."],
+        "timings_s": {"load": time.perf_counter() - t0, "export": 0.0, "reference": 0.0}, "cached": False,
     }
     store.put_json("reports", key, prepared)
     return prepared
@@ -242,7 +266,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     model = TFLiteModel(tflite, bench.threads)
     in_map, out_map = model.match(sig)
     samples = _load_npz(prepared["samples_path"])
-    reference = _load_npz(prepared["reference_path"])
+    reference = _load_npz(prepared["reference_path"]) if prepared["reference_path"] else None
     try:
         t_run = time.perf_counter()
         candidate = model.predict(samples, in_map, out_map)
@@ -253,7 +277,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         raise ConversionError(f"LiteRT failed running the converted model: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}",
                               detail=str(e)) from None
     progress("compare")
-    metrics = compare_outputs(reference, candidate)
+    metrics = compare_outputs(reference, candidate) if reference is not None else []
     compare_s = time.perf_counter() - t0
     pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
     pred_path = store.path("predictions", pred_key, ".npz")

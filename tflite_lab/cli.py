@@ -126,8 +126,8 @@ def _fmt(x, spec=".3g"):
 
 
 def _table(public: dict) -> str:
-    lines = [(f"{public['route']}-{public['optimization']}: " if public["route"] else "given .tflite: ")
-             f"{'PASS' if public['ok'] else 'FAIL'}  "
+    label = f"{public['route']}-{public['optimization']}" if public["route"] else "given .tflite"
+    lines = [f"{label}: {'PASS' if public['ok'] else 'FAIL'}  "
              f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
              f"{public['num_samples']} samples"]
     lat = public["latency_ms"]

@@ -1,0 +1,45 @@
+"""The bundled sample models: the build script reproduces them, and the catalog is complete."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES
+
+
+def test_catalog_lists_every_model_with_samples():
+    catalog = json.loads((SAMPLES / "catalog.json").read_text())
+    formats = {e["format"] for e in catalog}
+    assert {"keras", "h5", "saved_model_zip"} <= formats
+    for e in catalog:
+        assert (SAMPLES / e["file"]).exists() and (SAMPLES / e["samples"]).exists(), e
+        assert e["description"] and "\n" not in e["description"]
+        assert e["file"] in (SAMPLES / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_build_script_reproduces_the_committed_models(tmp_path):
+    """Rebuilt from scikit-learn's data, every Keras model predicts exactly as the committed one."""
+    r = subprocess.run([sys.executable, str(SAMPLES / "build.py"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import keras
+    for name, samples in [("digits_cnn.keras", "digits_cnn.samples.npz"), ("multi_io.keras", "multi_io.samples.npz"),
+                          ("breast_cancer_mlp.h5", None), ("digits_lstm.keras", "digits_lstm.samples.npz")]:
+        committed = keras.models.load_model(SAMPLES / name, safe_mode=True, compile=False)
+        rebuilt = keras.models.load_model(tmp_path / name, safe_mode=True, compile=False)
+        if samples:
+            x = dict(np.load(SAMPLES / samples))
+            x = [x[t.name] for t in committed.inputs]
+        else:
+            x = [np.loadtxt(SAMPLES / "breast_cancer_mlp.samples.csv", delimiter=",", skiprows=1, dtype=np.float32)]
+        a = committed.predict(x if len(x) > 1 else x[0], verbose=0)
+        b = rebuilt.predict(x if len(x) > 1 else x[0], verbose=0)
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            np.testing.assert_array_equal(u, v, err_msg=name)
+    assert (tmp_path / "diabetes_regressor_savedmodel.zip").exists()
+    assert len(list((tmp_path / "mobilenet_v2_small.samples").glob("*.png"))) >= 8

@@ -1,0 +1,94 @@
+"""The dashboard in Chromium: upload, convert, compare, matrix, and a corrupt upload."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+from e2e_helpers import ARTIFACTS, ROOT
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.e2e
+SAMPLES = ROOT / "sample_models"
+SLOW_MS = 180_000          # a conversion or the matrix on a cold 2-core CI box
+
+
+def upload_model(page: Page, path) -> None:
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Model file")
+    uploader.locator("input[type=file]").set_input_files(str(path))
+
+
+def open_page(page: Page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible()
+
+
+def metric(page: Page, label: str):
+    return page.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
+
+
+def no_traceback(page: Page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+def test_upload_convert_compare(page: Page):
+    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible()
+    upload_model(page, SAMPLES / "digits_cnn.keras")
+    expect(metric(page, "Parameters")).to_have_text("38,282", timeout=SLOW_MS)
+    expect(metric(page, "Format")).to_have_text("keras")
+
+    open_page(page, "Convert")
+    page.get_by_text("Dynamic range", exact=True).click()
+    page.get_by_role("button", name="Convert", exact=True).click()
+    expect(metric(page, "Verdict")).to_have_text("PASS", timeout=SLOW_MS)
+    expect(page.get_by_text("Reproduce it")).to_be_visible()
+    expect(page.get_by_role("button", name="Download .tflite")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "convert.png"), full_page=True)
+
+    open_page(page, "Compare")
+    expect(metric(page, "Verdict")).to_have_text("PASS")
+    expect(metric(page, "Samples compared")).to_have_text("64")     # random samples: no sample file given
+    charts = page.get_by_test_id("stPlotlyChart")
+    expect(charts.nth(1)).to_be_visible(timeout=30_000)
+    expect(charts.locator(".main-svg").nth(1)).to_be_visible()
+    assert charts.count() >= 2
+    expect(page.get_by_text("Sample drill-down")).to_be_visible()
+    no_traceback(page)
+    page.wait_for_timeout(1500)           # let plotly finish drawing before the picture
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        shutil.copyfile(ARTIFACTS / "compare.png", ROOT / "docs" / "compare.png")
+
+    open_page(page, "Size & speed")
+    expect(metric(page, "Size reduction")).to_have_text(re.compile(r"^\d+(\.\d)?×$"))
+    no_traceback(page)
+
+
+def test_matrix_on_a_small_model(page: Page):
+    upload_model(page, SAMPLES / "diabetes_regressor_savedmodel.zip")
+    expect(metric(page, "Format")).to_have_text("saved_model", timeout=SLOW_MS)
+    open_page(page, "Matrix")
+    expect(metric(page, "Supported")).to_have_text("13")
+    page.get_by_role("button", name="Run matrix").click()
+    expect(page.get_by_text(re.compile(r"^Ran 13 cells in"))).to_be_visible(timeout=SLOW_MS)
+    expect(metric(page, "Computed")).to_have_text("13")
+    table = page.get_by_test_id("stDataFrame")
+    expect(table).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
+    no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "matrix.png"), full_page=True)
+
+    page.get_by_role("button", name="Open on Compare").click()
+    expect(page.get_by_role("heading", name="Compare", exact=True).first).to_be_visible()
+    expect(metric(page, "Verdict")).to_have_text(re.compile("PASS|FAIL"))
+
+
+def test_a_corrupt_upload_shows_one_clear_line(page: Page, tmp_path):
+    broken = tmp_path / "model.keras"
+    broken.write_bytes((SAMPLES / "digits_cnn.keras").read_bytes()[:3000])     # a truncated zip
+    upload_model(page, broken)
+    alert = page.get_by_test_id("stAlertContentError")
+    expect(alert).to_contain_text("model.keras is a truncated or corrupt zip archive", timeout=60_000)
+    no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "corrupt-upload.png"), full_page=True)

@@ -20,13 +20,14 @@ supported = len(supported_cells(m.format))
 columns = {"note": st.column_config.TextColumn(width="large")}
 shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "latency (ms)", "note"]
 height = 36 + 35 * len(common.matrix_frame(m.format))        # every cell visible, no inner scrolling
-c = st.columns([1, 1, 1, 1, 2], vertical_alignment="bottom")
+c = st.columns([1, 1, 1, 1, 1, 2], vertical_alignment="bottom")
 c[0].metric("Cells", len(common.matrix_frame(m.format)))
 c[1].metric("Supported", supported)
 c[2].metric("Computed", sum(common.cell_id(r, o) in common.reports() for r, o in
                             ((r.value, o.value) for r, o in supported_cells(m.format))))
-c[3].metric("Failed", len(common.failures()))
-run = c[4].button(f"Run {len(todo)} remaining cells" if todo and len(todo) < supported else "Run matrix",
+c[3].metric("Within tolerance", sum(common.judged(cell)["ok"] for cell in common.reports()))
+c[4].metric("Errors", len(common.failures()), help="Cells whose conversion or run failed (see the note)")
+run = c[5].button(f"Run {len(todo)} remaining cells" if todo and len(todo) < supported else "Run matrix",
                   type="primary", disabled=not todo, key="run_matrix", icon=":material/play_arrow:",
                   help="Cells already computed are kept, not redone.")
 

@@ -23,11 +23,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log_path: Path, env: dict | None = None) -> subprocess.Popen:
+def start_server(port: int, log_path: Path, env: dict | None = None, app: Path = ROOT / "app.py") -> subprocess.Popen:
     """`streamlit run app.py` bound to localhost (no external-IP lookup, no usage stats)."""
     log = open(log_path, "wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})), start_new_session=True)

@@ -98,8 +98,10 @@ def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str
         step = max(1, math.ceil((max(highs) - min(lows)) / 8))
         ticks = list(range(min(lows), max(highs) + 1, step))
         fig.update_xaxes(tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
-    title = "Absolute error per output value" + (f" ({'; '.join(notes)})" if notes else "")
-    return _layout(fig, title, "|original − TFLite| (log scale)", "number of values")
+    if notes:       # exact matches and NaN/inf have no place on a log axis: counted here instead
+        fig.add_annotation(text="<br>".join(notes), xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
+                           xanchor="left", yanchor="top", align="left", font={"size": 11})
+    return _layout(fig, "Absolute error per output value", "|original − TFLite| (log scale)", "number of values")
 
 
 def per_sample_error_figure(per_sample: dict[str, list[float]], tolerance: float | None = None,

@@ -1,4 +1,8 @@
 """Model: upload a model or pick a bundled sample; its format, signature, size, layers; the samples."""
+import io
+import zipfile
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -13,16 +17,29 @@ MAX_MB = int(Limits.from_env().upload_mb)
 
 
 def take_upload(widget_key: str, load) -> None:
-    """Act on a newly uploaded file once; keep its error shown while the file stays in the widget."""
+    """Act on a newly uploaded file once; keep its error shown while the file stays in the widget.
+
+    Several files (images) are zipped into one archive, which the core reads as a zip of images.
+    """
     up = ss.get(widget_key)
-    if up is None:
+    files = up if isinstance(up, list) else [up] if up is not None else []
+    if not files:
         ss.pop(widget_key + "_error", None)
         return
-    if ss.get(widget_key + "_id") != up.file_id:
-        ss[widget_key + "_id"] = up.file_id
+    file_id = tuple(f.file_id for f in files)
+    if ss.get(widget_key + "_id") != file_id:
+        ss[widget_key + "_id"] = file_id
         ss.pop(widget_key + "_error", None)
+        if len(files) == 1:
+            data, name = files[0].getvalue(), files[0].name
+        else:
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                for f in files:
+                    zf.writestr(Path(f.name).name, f.getvalue())
+            data, name = buf.getvalue(), f"{len(files)} files.zip"
         try:
-            load(up.getvalue(), up.name)
+            load(data, name)
         except TFLiteLabError as e:
             ss[widget_key + "_error"] = common.failure_record(e)
     if ss.get(widget_key + "_error"):
@@ -101,8 +118,9 @@ if kind == "shipped" and kind_now != "shipped":
     common.set_samples(SampleSpec(path=str(shipped)), shipped.name)
 elif kind == "upload":
     st.file_uploader("Sample inputs", type=["npy", "npz", "csv", "png", "jpg", "jpeg", "zip"], key="samples_upload",
-                     max_upload_size=MAX_MB, help=".npy or .csv for one input, .npz keyed by input name, images "
-                     "(scaled to [0, 1] and resized to the input) or a zip of images")
+                     max_upload_size=MAX_MB, accept_multiple_files=True,
+                     help=".npy or .csv for one input, .npz keyed by input name, or images (several, or a zip of "
+                     "them; scaled to [0, 1] and resized to the input)")
     take_upload("samples_upload", lambda data, name: common.set_samples(SampleSpec(path=common.save_upload(data, name)), name))
     if kind_now != "upload":
         st.caption(f"Until a file is uploaded, the samples stay: {common.samples().label}.")

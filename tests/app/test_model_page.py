@@ -79,3 +79,16 @@ def test_a_zipped_saved_model_is_described(app):
     assert metrics(app)["Format"] == "saved_model"
     assert list(app.dataframe[0].value["name"]) == ["features", "output_0"]
     assert (SAMPLES / "diabetes_regressor_savedmodel.zip").stat().st_size > 0
+
+
+def test_several_uploaded_images_become_the_samples(app):
+    use_sample(app, "mobilenet_v2_small")
+    app.radio[0].set_value("upload").run()
+    folder = SAMPLES / "mobilenet_v2_small.samples"
+    uploader = app.file_uploader(key="samples_upload")
+    for name in ("china_0.png", "flower_1.png", "flower_2.png"):
+        uploader.upload(name, (folder / name).read_bytes(), "image/png")
+    app.run()
+    app.button(key="check_samples").click().run()
+    assert_clean(app)
+    assert any(s.startswith("3 samples (3 files.zip)") for s in texts(app.success))

@@ -49,20 +49,25 @@ class Inspection:
         return d
 
 
-def _parse(tflite: bytes):
+def _corrupt(name: str, e: BaseException) -> SourceError:
+    why = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+    return SourceError(f"{name} is a truncated or corrupt .tflite flatbuffer (parsing failed: {why}).")
+
+
+def _parse(tflite: bytes, name: str = "The .tflite"):
     from ai_edge_litert import schema_py_generated as s
     if len(tflite) < 8 or tflite[4:8] != b"TFL3":
-        raise SourceError("Not a .tflite flatbuffer (no 'TFL3' identifier).")
+        raise SourceError(f"{name} is not a .tflite flatbuffer (no 'TFL3' identifier).")
     try:
         model = s.Model.GetRootAsModel(tflite, 0)
         model.SubgraphsLength()
         return model
     except Exception as e:
-        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+        raise _corrupt(name, e) from None
 
 
-def op_names(tflite: bytes) -> list[str]:
-    model = _parse(tflite)
+def op_names(tflite: bytes, name: str = "The .tflite") -> list[str]:
+    model = _parse(tflite, name)
     names = _builtin_names()
     out = []
     try:
@@ -72,20 +77,20 @@ def op_names(tflite: bytes) -> list[str]:
             custom = oc.CustomCode()
             out.append(custom.decode() if custom else names.get(code, f"BUILTIN_{code}"))
     except Exception as e:
-        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+        raise _corrupt(name, e) from None
     return out
 
 
-def refuse_unsafe(tflite: bytes) -> None:
-    bad = sorted(set(op_names(tflite)) & UNSAFE_FLEX)
+def refuse_unsafe(tflite: bytes, name: str = "The .tflite") -> None:
+    bad = sorted(set(op_names(tflite, name)) & UNSAFE_FLEX)
     if bad:
-        raise SourceError(f"The .tflite contains ops that touch files or processes ({', '.join(bad)}); refused.")
+        raise SourceError(f"{name} contains ops that touch files or processes ({', '.join(bad)}); refused.")
 
 
-def inspect_tflite(tflite: bytes) -> Inspection:
+def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
     """Operators with counts, tensors with shapes/dtypes/quantization, and deployment findings."""
-    model = _parse(tflite)
-    codes = op_names(tflite)
+    model = _parse(tflite, name)
+    codes = op_names(tflite, name)
     types = _tensor_types()
     ops: Counter = Counter()
     tensors, inputs, outputs = [], [], []
@@ -115,7 +120,7 @@ def inspect_tflite(tflite: bytes) -> Inspection:
     except SourceError:
         raise
     except Exception as e:
-        raise SourceError(f"The .tflite flatbuffer is truncated or corrupt ({type(e).__name__}).") from None
+        raise _corrupt(name, e) from None
     flex = sorted({c for c in codes if c.startswith("Flex")})
     custom = sorted({c for c in codes if not c.startswith("Flex") and not c.isupper() and not c.startswith("BUILTIN_")})
     dynamic = [t["name"] for t in inputs if any(d == -1 for d in t["shape_signature"][1:])]

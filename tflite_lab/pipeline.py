@@ -29,6 +29,11 @@ class SampleSpec:
     high: float = 1.0
     image_range: tuple = (0.0, 1.0)
 
+    def __post_init__(self):
+        # Jobs run in their own workspace (another cwd): a relative path would point nowhere.
+        if self.path:
+            object.__setattr__(self, "path", str(Path(self.path).resolve()))
+
     def key(self) -> str:
         d = asdict(self)
         if self.path:
@@ -87,8 +92,8 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
     if src.format is SourceFormat.TFLITE:
         from .runtime import TFLiteModel
         data = Path(src.path).read_bytes()
-        insp = inspect_tflite(data)
-        sig = TFLiteModel(data).signature
+        insp = inspect_tflite(data, src.filename)
+        sig = TFLiteModel(data, name=src.filename).signature
         return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
                 "inspection": insp.to_json()}
     om = _open(src, limits)
@@ -167,7 +172,7 @@ def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
     """A .tflite without its original: samples from its own signature; run and benchmark only."""
     from .models import check_input_bounds
     from .runtime import TFLiteModel
-    sig = TFLiteModel(Path(src.path).read_bytes()).signature
+    sig = TFLiteModel(Path(src.path).read_bytes(), name=src.filename).signature
     check_input_bounds(sig, limits)
     samples = _make_samples(sig, spec, limits)
     samples_path = store.path("samples", key, ".npz")
@@ -248,22 +253,23 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
     data = Path(tflite_source["path"]).read_bytes()
     return _evaluate_tflite(prepared, data, tflite_source["path"], bench, store, progress, {
         "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "",
-        "warnings": [], "cached": False, "converter_log": "", "convert_s": 0.0})
+        "warnings": [], "cached": False, "converter_log": "", "convert_s": 0.0}, tflite_source["filename"])
 
 
-def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict) -> dict:
+def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
+                     name: str = "The converted .tflite") -> dict:
     from .inspect import inspect_tflite
     from .metrics import compare_outputs
     from .runtime import TFLiteModel
     progress("run tflite")
     t0 = time.perf_counter()
     sig = Signature.from_dict(prepared["signature"])
-    insp = inspect_tflite(tflite)
+    insp = inspect_tflite(tflite, name)
     warnings = list(head["warnings"]) + insp.findings
     if insp.flex_ops:
         raise ConversionError(f"The .tflite needs Select-TF ops ({', '.join(insp.flex_ops)}), which LiteRT cannot "
                               "run without the Flex delegate; its numbers cannot be verified here.")
-    model = TFLiteModel(tflite, bench.threads)
+    model = TFLiteModel(tflite, bench.threads, name)
     in_map, out_map = model.match(sig)
     samples = _load_npz(prepared["samples_path"])
     reference = _load_npz(prepared["reference_path"]) if prepared["reference_path"] else None

@@ -35,19 +35,19 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 class TFLiteModel:
     """One interpreter (not thread-safe: one per thread/run), fed by signature keys."""
 
-    def __init__(self, tflite: bytes, threads: int | None = None):
+    def __init__(self, tflite: bytes, threads: int | None = None, name: str = "this .tflite"):
         from ai_edge_litert.interpreter import Interpreter
         from .inspect import refuse_unsafe
-        refuse_unsafe(tflite)
+        refuse_unsafe(tflite, name)
         try:
             self.interpreter = Interpreter(model_content=tflite, num_threads=threads)
         except Exception as e:
-            raise ConversionError(f"LiteRT cannot load this .tflite: {_line(e)}", detail=str(e)) from None
+            raise ConversionError(f"LiteRT cannot load {name}: {_line(e)}", detail=str(e)) from None
         try:
             # Before any signature runner exists: later it refuses ("reference to internal data").
             self.interpreter.allocate_tensors()
         except Exception as e:
-            raise ConversionError(f"LiteRT cannot prepare this .tflite: {_line(e)}", detail=str(e)) from None
+            raise ConversionError(f"LiteRT cannot prepare {name}: {_line(e)}", detail=str(e)) from None
         self.signature = tflite_signature(self.interpreter)
         sigs = self.interpreter.get_signature_list()
         self.runner = None

@@ -225,6 +225,11 @@ def load_source(data: bytes, filename: str, *, limits: Limits | None = None,
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not target.exists():
+                try:
+                    root.rmdir()   # a refused upload leaves nothing behind
+                except OSError:
+                    pass
     return ModelSource(path=str(target), format=fmt, sha256=sha, size_bytes=len(data), filename=name)
 
 

@@ -261,8 +261,8 @@ def _label(job: str, kwargs: dict) -> str:
 
 
 def _crash_message(what: str, reason: str, kwargs: dict) -> str:
-    return (f"{what} crashed: the worker process {reason}. This is a TensorFlow/LiteRT failure on this model, "
-            "not your input; try another route or optimization. The next job starts a fresh worker.")
+    return (f"{what} crashed: the worker process {reason}. Unless it was killed from outside, TensorFlow/LiteRT "
+            "failed on this model; try another route or optimization. The next job starts a fresh worker.")
 
 
 _DEFAULT: WorkerPool | None = None

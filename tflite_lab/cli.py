@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="signature, operators, tensors and deployment findings")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--analyzer", action="store_true", help="also print TensorFlow's Analyzer report (.tflite)")
     i.add_argument("--debug", action="store_true")
     return parser
 
@@ -268,7 +269,11 @@ def cmd_inspect(args) -> int:
     if insp:
         print("  operators: " + ", ".join(f"{k} x{v}" for k, v in insp["operators"].items()))
         for f in insp["findings"]:
+            print(f"  warning: {f}")
+        for f in insp.get("notes", []):
             print(f"  note: {f}")
+        if args.analyzer:
+            print(insp.get("analysis", ""))
     return EXIT_OK
 
 

@@ -86,7 +86,7 @@ def source_json(s: ModelSource) -> dict:
 
 def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict:
     """Signature, parameter count, layer summary (and, for .tflite, the inspection)."""
-    from .inspect import inspect_tflite
+    from .inspect import analyzer_report, inspect_tflite
     limits = limits or Limits.from_env()
     src = _source(source)
     if src.format is SourceFormat.TFLITE:
@@ -95,7 +95,7 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
         insp = inspect_tflite(data, src.filename)
         sig = TFLiteModel(data, name=src.filename).signature
         return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
-                "inspection": insp.to_json()}
+                "inspection": {**insp.to_json(), "analysis": analyzer_report(data)}}
     om = _open(src, limits)
     return {"source": source, "signature": om.signature.to_dict(), "info": om.info(), "inspection": None}
 

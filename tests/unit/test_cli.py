@@ -132,6 +132,7 @@ def test_inspect_tflite_json(tmp_path):
     assert d["format"] == "tflite"
     assert "CONV_2D" in d["inspection"]["operators"] and d["inspection"]["flex_ops"] == []
     assert d["signature"]["inputs"][0]["shape"] == [None, 8, 8, 1]
+    assert "TFLite ModelAnalyzer" in d["inspection"]["analysis"]     # TensorFlow's own Analyzer
 
 
 def test_tflite_compared_against_reference(tmp_path):

@@ -47,7 +47,8 @@ def paint_times(browser, url: str, n: int) -> tuple[float, list[float], list[flo
         page.get_by_role("heading", name="Model", exact=True).first.wait_for(timeout=60_000)
         page.get_by_text("Model file").first.wait_for(timeout=60_000)
         dt = time.perf_counter() - t0
-        paint = page.evaluate("() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
+        paint = page.evaluate(
+            "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
         ctx.close()
         if i:
             content.append(dt)

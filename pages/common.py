@@ -1,4 +1,4 @@
-"""What every page shares: the session's state, the worker jobs, error display and small tables.
+"""What every page shares: the session's state, the worker jobs, error display, shared widgets.
 
 The Streamlit server never imports TensorFlow: every model operation is a job in the worker pool
 (``tflite_lab.worker``). Results live in ``st.session_state`` under ``lab_*`` keys so they survive
@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from tflite_lab.config import cache_dir
@@ -311,114 +308,7 @@ def catalog() -> list[dict]:
     return json.loads((SAMPLES_DIR / "catalog.json").read_text())
 
 
-# ---- tables and text ----
-
-def shape_text(shape) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
-
-
-def signature_frame(signature: dict) -> pd.DataFrame:
-    rows = [{"": kind[:-1], "name": t["name"], "shape": shape_text(t["shape"]), "dtype": t["dtype"]}
-            for kind in ("inputs", "outputs") for t in signature[kind]]
-    return pd.DataFrame(rows)
-
-
-def number(x, spec: str = ".3g") -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, str):
-        return x
-    return format(x, spec)
-
-
-def metrics_frame(report: dict) -> pd.DataFrame:
-    """One row per output with pass/fail (from ``judge_report``'s failures, which name the output)."""
-    rows = []
-    for m in report["metrics"]:
-        why = [f.split(": ", 1)[1] for f in report.get("failures", []) if f.startswith(m["name"] + ":")]
-        rows.append({"output": m["name"], "status": "FAIL" if why else "pass",
-                     "max abs error": _f(m["max_abs_error"]), "mean abs error": _f(m["mean_abs_error"]),
-                     "RMSE": _f(m["rmse"]), "cosine": _f(m["cosine"]), "PSNR (dB)": _f(m["psnr_db"]),
-                     "top-1 agreement": _f(m["top1_agreement"]), "top-5 agreement": _f(m["top5_agreement"]),
-                     "why": "; ".join(why)})
-    return pd.DataFrame(rows, dtype=object)
-
-
-STATUS_COLORS = {"pass": "#0B8A5F", "FAIL": "#D62728", "error": "#E67E22", "refused": "#8A8A8A", "running": "#1F77B4"}
-
-
-def _formatter(spec: str):
-    def fmt(x):
-        if x is None:
-            return "–"
-        x = float(x)
-        return format(x, spec) if np.isfinite(x) else str(x)     # NaN and inf are shown, not hidden
-    return fmt
-
-
-FORMATS = {"max abs error": ".2e", "mean abs error": ".2e", "RMSE": ".2e", "cosine": ".6f", "PSNR (dB)": ".1f",
-           "top-1 agreement": ".1%", "top-5 agreement": ".1%", "size (KB)": ",.1f", "size vs original": ".1%",
-           "top-1": ".1%", "latency (ms)": ".4f"}
-
-
-def styled(frame: pd.DataFrame):
-    """Numbers formatted by column (NaN/inf kept visible), the status coloured."""
-    def color(v):
-        c = STATUS_COLORS.get(str(v).split(":")[0])
-        return f"color: {c}; font-weight: 600" if c else ""
-    formats = {k: _formatter(v) for k, v in FORMATS.items() if k in frame.columns}
-    return frame.style.map(color, subset=["status"]).format(formats)
-
-
-def _f(x) -> float | None:
-    return None if x is None else float(x)     # JSON's "nan"/"inf" strings back to floats
-
-
-def worst_error(report: dict) -> float:
-    return max((float(m["max_abs_error"]) for m in report["metrics"]), default=float("nan"))
-
-
-def min_top1(report: dict) -> float | None:
-    vals = [float(m["top1_agreement"]) for m in report["metrics"] if m["top1_agreement"] is not None]
-    return min(vals) if vals else None
-
-
-def reproduction(report: dict, prepared: dict) -> tuple[str, str]:
-    """(the converter calls with server paths replaced by local names, the language to show them in)."""
-    m = original()
-    stem = Path(m.filename).stem if m else "model"
-    export = prepared.get("export_dir") or ""
-    local = f"{stem}_export" if m and m.format.is_keras else stem
-    lines = []
-    for call in report["calls"]:
-        call = call.replace(export, local) if export else call
-        call = re.sub(r"--output_file=\S+", "--output_file=model.tflite", call)
-        call = re.sub(r"^\S*/tflite_convert\b", "tflite_convert", call).replace(sys.executable, "python")
-        lines.append(call)
-    if lines and lines[0].startswith(("tflite_convert", "python -m")):
-        return "\n".join(lines), "bash"
-    head = ["import numpy as np", "import keras", "import tensorflow as tf", ""]
-    if any("representative_dataset" in c for c in lines):
-        keys = {t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]}
-        head += ["samples = np.load('samples.npz')  # the samples used here (download below)",
-                 "def representative_dataset():",
-                 f"    for i in range(min(100, len(samples[{next(iter(keys))!r}]))):",
-                 "        yield {" + ", ".join(f"{v!r}: samples[{k!r}][i:i + 1]" for k, v in keys.items()) + "}", ""]
-    tail = ["", "with open('model.tflite', 'wb') as f:", "    f.write(tflite_model)"]
-    return "\n".join(head + lines + tail), "python"
-
-
-def cli_line(report: dict) -> str:
-    """The same cell through this project's CLI."""
-    m, s = original(), samples().spec
-    parts = ["python -m tflite_lab convert", m.filename if m else "MODEL",
-             f"--route {report['route']}", f"--optimize {report['optimization']}"]
-    if report.get("int8_io"):
-        parts.append("--int8-io")
-    parts.append(f"--samples {Path(s.path).name}" if s.path else
-                 f"--num-samples {s.count or 64} --seed {s.seed} --low {s.low:g} --high {s.high:g}")
-    return " ".join(parts) + " --out result/"
-
+# ---- widgets shared by pages ----
 
 def need_model() -> Model | None:
     """The current model, or a pointer to the Model page when there is none."""
@@ -498,46 +388,3 @@ def run_cells(cells: list[tuple[str, str, bool]], prepared: dict, render) -> Non
         sidebar_summary()
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-
-
-def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
-    """Every route x optimization: size, error, top-1, latency and status (with the reason)."""
-    from tflite_lab.routes import refusal
-    from tflite_lab.types import Route
-    rows = []
-    for route in Route:
-        for opt in Optimization:
-            cid = cell_id(route.value, opt.value)
-            row = {"cell": cid, "route": route.value, "optimization": opt.value, "status": "not run",
-                   "size (KB)": None, "size vs original": None, "max abs error": None, "top-1": None,
-                   "latency (ms)": None, "note": ""}
-            reason = refusal(route, opt, fmt)
-            if reason:
-                row.update(status="refused", note=reason)
-            elif cid in reports():
-                r = judged(cid)
-                tfl = (r["latency"] or {}).get("tflite") or {}
-                row.update(status="pass" if r["ok"] else "FAIL", note="; ".join(r["failures"]),
-                           **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
-                              "max abs error": worst_error(r), "top-1": min_top1(r),
-                              "latency (ms)": tfl.get("median_ms")})
-            elif cid in failures():
-                row.update(status="error", note=failures()[cid]["message"])
-            if states and cid in states:
-                step, started = states[cid]
-                if step == "queued":
-                    row["status"] = "queued"
-                elif step not in ("done", "failed"):
-                    row["status"] = f"running: {step}" + (f" ({time.monotonic() - started:.0f} s)" if started else "")
-            rows.append(row)
-    return pd.DataFrame(rows, dtype=object)
-
-
-def pareto_rows() -> list[dict]:
-    rows = []
-    for cid in reports():
-        r = judged(cid)
-        tfl = (r["latency"] or {}).get("tflite") or {}
-        rows.append({"cell": cid, "size_bytes": r["tflite_bytes"], "max_abs_error": worst_error(r),
-                     "latency_ms": tfl.get("median_ms"), "ok": r["ok"]})
-    return rows

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from pages import common
+from pages import common, tables
 from tflite_lab import charts
 from tflite_lab.types import Tolerances
 
@@ -38,15 +38,15 @@ top[3].number_input("PSNR (dB) ≥", value=tol.min_psnr_db, step=1.0, format="%.
 judged = common.judged(cell)
 reference, predicted = common.load_npz(report["reference_path"]), common.load_npz(report["predictions_path"])
 inputs = common.load_npz(report["samples_path"])
-frame = common.metrics_frame(judged)
-top1 = common.min_top1(report)
+frame = tables.metrics_frame(judged)
+top1 = tables.min_top1(report)
 c = st.columns(5)
 c[0].metric("Verdict", "PASS" if judged["ok"] else "FAIL")
 c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
-c[2].metric("Worst max abs error", f"{common.worst_error(report):.3g}")
+c[2].metric("Worst max abs error", f"{tables.worst_error(report):.3g}")
 c[3].metric("Lowest top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
 c[4].metric("Samples compared", report["num_samples"])
-st.dataframe(common.styled(frame), hide_index=True, placeholder="–")
+st.dataframe(tables.styled(frame), hide_index=True, placeholder="–")
 for f in judged["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
 d = st.columns([1, 1, 4])
@@ -74,8 +74,9 @@ cols = st.columns(3)
 for name, x in inputs.items():
     cols[0].plotly_chart(charts.input_figure(x[sample], name), key=f"input_{name}")
 for name in outputs:
-    cols[1].plotly_chart(charts.output_pair_figure(reference[name][sample], predicted[name][sample], name), key=f"pair_{name}")
-    cols[2].plotly_chart(charts.difference_figure(reference[name][sample], predicted[name][sample], name), key=f"diff_{name}")
+    ref, out = reference[name][sample], predicted[name][sample]
+    cols[1].plotly_chart(charts.output_pair_figure(ref, out, name), key=f"pair_{name}")
+    cols[2].plotly_chart(charts.difference_figure(ref, out, name), key=f"diff_{name}")
 
 classifiers = [mm["name"] for mm in report["metrics"] if mm["top1_agreement"] is not None]
 if classifiers:

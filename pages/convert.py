@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import common
+from pages import common, tables
 from tflite_lab.charts import human_bytes, human_ms
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.recipes import RECIPES
@@ -20,8 +20,8 @@ if orig is None:
 left, right = st.columns(2, gap="large")
 if m is orig:
     routes = [r.value for r in Route]
-    route = left.radio("Route", routes, index=routes.index(Route.SAVED_MODEL.value), key="conv_route", persist_state="session",
-                       format_func=lambda r: CAPABILITIES[Route(r)].title,
+    route = left.radio("Route", routes, index=routes.index(Route.SAVED_MODEL.value), key="conv_route",
+                       persist_state="session", format_func=lambda r: CAPABILITIES[Route(r)].title,
                        captions=[CAPABILITIES[r].explanation for r in Route])
     opt = right.radio("Optimization", [o.value for o in Optimization], key="conv_opt", persist_state="session",
                       format_func=lambda o: RECIPES[Optimization(o)].title,
@@ -73,20 +73,20 @@ c = st.columns(5)
 c[0].metric("Verdict", "PASS" if report["ok"] else "FAIL", help="Against the tolerances (editable on Compare)")
 c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]), f"{report['size_ratio'] - 1:+.0%} vs original",
             delta_color="inverse")
-c[2].metric("Max abs error", f"{common.worst_error(report):.3g}")
-top1 = common.min_top1(report)
+c[2].metric("Max abs error", f"{tables.worst_error(report):.3g}")
+top1 = tables.min_top1(report)
 c[3].metric("Top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
 c[4].metric("Latency (median)", human_ms(tfl_ms),
             f"{tfl_ms / orig_ms - 1:+.0%} vs original" if tfl_ms and orig_ms else None, delta_color="inverse")
 for f in report["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
 
-code, language = common.reproduction(report, prepared or st.session_state["lab_prepared"]) if report["calls"] else ("", None)
-if code:
+if report["calls"]:
+    code, language = tables.reproduction(report, st.session_state["lab_prepared"])
     st.markdown("**Reproduce it**")
     tabs = st.tabs(["Python" if language == "python" else "Shell", "TFLite Lab CLI"])
     tabs[0].code(code, language=language)
-    tabs[1].code(common.cli_line(report), language="bash")
+    tabs[1].code(tables.cli_line(report), language="bash")
 d = st.columns([1, 1, 4])
 stem = Path(orig.filename).stem
 d[0].download_button("Download .tflite", lambda: Path(report["tflite_path"]).read_bytes(), f"{stem}-{cell}.tflite",

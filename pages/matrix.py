@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from pages import common
+from pages import common, tables
 from tflite_lab import charts
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.routes import supported_cells
@@ -12,16 +12,18 @@ ss = st.session_state
 st.title("Matrix")
 m = common.need_model() or st.stop()
 if common.original() is not m:
-    st.info("The matrix converts an original model; this one is already a .tflite (see Compare).", icon=":material/info:")
+    st.info("The matrix converts an original model; this one is already a .tflite (see Compare).",
+            icon=":material/info:")
     st.stop()
 
 todo = common.pending_cells(m.format)
 supported = len(supported_cells(m.format))
 columns = {"note": st.column_config.TextColumn(width="large")}
-shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "latency (ms)", "note"]
-height = 36 + 35 * len(common.matrix_frame(m.format))        # every cell visible, no inner scrolling
+shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "latency (ms)",
+         "note"]
+height = 36 + 35 * len(tables.matrix_frame(m.format))        # every cell visible, no inner scrolling
 c = st.columns([1, 1, 1, 1, 1, 2], vertical_alignment="bottom")
-c[0].metric("Cells", len(common.matrix_frame(m.format)))
+c[0].metric("Cells", len(tables.matrix_frame(m.format)))
 c[1].metric("Supported", supported)
 c[2].metric("Computed", sum(common.cell_id(r, o) in common.reports() for r, o in
                             ((r.value, o.value) for r, o in supported_cells(m.format))))
@@ -50,7 +52,7 @@ if run:
             finished = sum(step in ("done", "failed") for step, _ in states.values())
             bar.progress(finished / len(states), text=f"{finished} of {len(states)} cells finished "
                          f"({time.monotonic() - t0:.0f} s)")
-            slot.dataframe(common.styled(common.matrix_frame(m.format, states)), hide_index=True,
+            slot.dataframe(tables.styled(tables.matrix_frame(m.format, states)), hide_index=True,
                            column_config=columns, height=height, column_order=shown, placeholder="–")
 
         common.run_cells(todo, prepared, render)
@@ -59,10 +61,11 @@ if run:
 
 if ss.get("matrix_note"):
     st.success(ss.pop("matrix_note"), icon=":material/done_all:")
-frame = common.matrix_frame(m.format)
-event = st.dataframe(common.styled(frame), hide_index=True, column_config=columns, key="matrix_table",
-                     on_select="rerun", selection_mode="single-row", height=height, column_order=shown, placeholder="–")
-rows = common.pareto_rows()
+frame = tables.matrix_frame(m.format)
+event = st.dataframe(tables.styled(frame), hide_index=True, column_config=columns, key="matrix_table",
+                     on_select="rerun", selection_mode="single-row", height=height, column_order=shown,
+                     placeholder="–")
+rows = tables.pareto_rows()
 best = charts.best_cell(rows)
 if best:
     st.success(f"Best: **{best}**, the smallest model within tolerance.", icon=":material/star:")

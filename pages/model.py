@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from pages import common, tables
 from tflite_lab.charts import human_bytes
 from tflite_lab.config import Limits
 from tflite_lab.errors import TFLiteLabError
@@ -57,7 +57,7 @@ with right:
     name = st.selectbox("…or a bundled sample", list(entries), key="gallery_pick", persist_state="session")
     entry = entries[name]
     st.caption(f"{entry['description']}  \n`{entry['file']}` · {entry['task']} · inputs "
-               + ", ".join(f"{k} {common.shape_text(v)}" for k, v in entry["inputs"].items()))
+               + ", ".join(f"{k} {tables.shape_text(v)}" for k, v in entry["inputs"].items()))
     if st.button("Use this sample", key="gallery_use", icon=":material/download:"):
         try:
             common.load_model((common.SAMPLES_DIR / entry["file"]).read_bytes(), entry["file"], entry)
@@ -83,7 +83,7 @@ if info.get("recurrent"):
 
 sig_col, layer_col = st.columns([2, 3], gap="large")
 sig_col.markdown("**Signature**")
-sig_col.dataframe(common.signature_frame(m.signature), hide_index=True)
+sig_col.dataframe(tables.signature_frame(m.signature), hide_index=True)
 if info.get("layers"):
     layer_col.markdown("**Layers**")
     layer_col.dataframe(pd.DataFrame(info["layers"]), hide_index=True, height=min(400, 36 + 35 * len(info["layers"])))
@@ -111,7 +111,8 @@ shipped = common.SAMPLES_DIR / m.catalog["samples"] if m.catalog else None
 current = common.samples().spec
 kinds = (["shipped"] if shipped else []) + ["upload", "random"]
 kind_now = "random" if not current.path else "shipped" if shipped and current.path == str(shipped) else "upload"
-kind = st.radio("Samples come from", kinds, index=kinds.index(kind_now), horizontal=True, key=f"samples_kind_{m.source['sha256'][:12]}",
+kind = st.radio("Samples come from", kinds, index=kinds.index(kind_now), horizontal=True,
+                key=f"samples_kind_{m.source['sha256'][:12]}",
                 format_func={"shipped": f"the bundled {shipped.name if shipped else ''}", "upload": "a file I upload",
                              "random": "random values"}.get)
 if kind == "shipped" and kind_now != "shipped":
@@ -121,7 +122,8 @@ elif kind == "upload":
                      max_upload_size=MAX_MB, accept_multiple_files=True,
                      help=".npy or .csv for one input, .npz keyed by input name, or images (several, or a zip of "
                      "them; scaled to [0, 1] and resized to the input)")
-    take_upload("samples_upload", lambda data, name: common.set_samples(SampleSpec(path=common.save_upload(data, name)), name))
+    take_upload("samples_upload",
+                lambda data, name: common.set_samples(SampleSpec(path=common.save_upload(data, name)), name))
     if kind_now != "upload":
         st.caption(f"Until a file is uploaded, the samples stay: {common.samples().label}.")
 elif kind == "random":

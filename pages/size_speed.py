@@ -37,7 +37,8 @@ st.plotly_chart(charts.size_figure(original_bytes, sizes), key="size_chart")
 timed = {k: r["latency"]["tflite"] for k, r in reports.items() if (r["latency"] or {}).get("tflite")}
 if timed:
     boxes = ({"original": orig["samples_ms"]} if orig else {}) | {k: v["samples_ms"] for k, v in timed.items()}
-    throughput = ({"original": orig.get("throughput_sps")} if orig else {}) | {k: v.get("throughput_sps") for k, v in timed.items()}
+    throughput = (({"original": orig.get("throughput_sps")} if orig else {})
+                  | {k: v.get("throughput_sps") for k, v in timed.items()})
     a, b = st.columns([3, 2])
     a.plotly_chart(charts.latency_box_figure(boxes), key="latency_chart")
     b.plotly_chart(charts.throughput_figure(throughput), key="throughput_chart")

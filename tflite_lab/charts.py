@@ -74,7 +74,8 @@ def scatter_figure(reference: np.ndarray, candidate: np.ndarray, name: str, max_
     return _layout(fig, f"Original vs TFLite: {name}{shown}", "original output", "TFLite output")
 
 
-def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], bins: int = 50) -> go.Figure:
+def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+                           bins: int = 50) -> go.Figure:
     """Histogram of |original - TFLite| per element on a log scale (errors span many decades)."""
     fig = go.Figure()
     notes = []
@@ -194,8 +195,8 @@ def size_figure(original_bytes: int, cells: dict[str, int]) -> go.Figure:
     labels = ["original"] + list(cells)
     sizes = [original_bytes] + list(cells.values())
     text = [human_bytes(original_bytes)] + [
-        f"{human_bytes(s)} (−{1 - s / original_bytes:.0%}, {original_bytes / s:.1f}×)" if s and original_bytes else human_bytes(s)
-        for s in cells.values()]
+        f"{human_bytes(s)} (−{1 - s / original_bytes:.0%}, {original_bytes / s:.1f}×)"
+        if s and original_bytes else human_bytes(s) for s in cells.values()]
     colors = [ORIGINAL_COLOR] + [TFLITE_COLOR] * len(cells)
     fig = go.Figure(go.Bar(x=labels, y=[s / 1024 for s in sizes], text=text, textposition="outside",
                            marker_color=colors, cliponaxis=False,
@@ -227,7 +228,8 @@ def throughput_figure(throughput_sps: dict[str, float | None]) -> go.Figure:
     labels = [k for k, v in throughput_sps.items() if v]
     values = [throughput_sps[k] for k in labels]
     fig = go.Figure(go.Bar(x=labels, y=values, text=[f"{v:,.0f}/s" for v in values], textposition="outside",
-                           cliponaxis=False, marker_color=[ORIGINAL_COLOR if k == "original" else TFLITE_COLOR for k in labels]))
+                           cliponaxis=False,
+                           marker_color=[ORIGINAL_COLOR if k == "original" else TFLITE_COLOR for k in labels]))
     log = len(values) > 1 and max(values) / min(values) > 30
     fig.update_yaxes(type="log") if log else fig.update_yaxes(rangemode="tozero")
     return _layout(fig, "Throughput", "model", "samples per second" + (" (log scale)" if log else ""))
@@ -297,8 +299,9 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     for i in front:
         same = [r["cell"] for j, r in enumerate(rows) if size_kb[j] == size_kb[i] and err[j] == err[i]]
         if same[0] == rows[i]["cell"] and plot_err[i] is not None:
-            fig.add_annotation(x=size_kb[i], y=math.log10(plot_err[i]), text=same[0] + (f" +{len(same) - 1}" if len(same) > 1 else ""),
-                               showarrow=False, yshift=16, font={"size": 11})
+            label = same[0] + (f" +{len(same) - 1}" if len(same) > 1 else "")
+            fig.add_annotation(x=size_kb[i], y=math.log10(plot_err[i]), text=label, showarrow=False, yshift=16,
+                               font={"size": 11})
     best = best_cell(rows)
     if best:
         i = [r["cell"] for r in rows].index(best)

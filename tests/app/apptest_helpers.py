@@ -1,4 +1,6 @@
-"""AppTest helpers shared by the page tests: the app in-process (scripts, widgets, session state), its jobs in real workers.
+"""AppTest helpers shared by the page tests.
+
+The app runs in-process (scripts, widgets, session state); its jobs run in real worker processes.
 
 The worker pool is the process-wide one, so TensorFlow starts once per test session; conversions
 land in the session's private store (see tests/conftest.py), so repeating a cell is cheap.

@@ -81,4 +81,5 @@ def test_pareto_front_and_best_cell():
 
 def test_human_units():
     assert charts.human_bytes(1536) == "1.5 KB" and charts.human_bytes(512) == "512 B"
-    assert charts.human_ms(0.0068) == "6.8 µs" and charts.human_ms(12.3) == "12.3 ms" and charts.human_ms(None) == "–"
+    assert charts.human_ms(0.0068) == "6.8 µs" and charts.human_ms(12.3) == "12.3 ms"
+    assert charts.human_ms(None) == "–"

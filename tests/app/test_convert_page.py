@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apptest_helpers import assert_clean, convert, go, metrics, sidebar_texts, texts, upload_model, use_sample
+from apptest_helpers import SAMPLES, assert_clean, convert, go, metrics, sidebar_texts, texts, upload_model, use_sample
 
 from tflite_lab.errors import ConversionError
 
@@ -92,7 +92,8 @@ def test_an_uploaded_tflite_is_compared_with_its_original(digits):
     upload_model(digits, "digits.tflite", tflite)
     assert_clean(digits)
     assert metrics(digits)["Format"] == "tflite"
-    digits.file_uploader(key="reference_upload").upload("digits_cnn.keras", (Path(__file__).parents[2] / "sample_models" / "digits_cnn.keras").read_bytes()).run()
+    original = (SAMPLES / "digits_cnn.keras").read_bytes()
+    digits.file_uploader(key="reference_upload").upload("digits_cnn.keras", original).run()
     assert_clean(digits)
     go(digits, "convert")
     assert digits.button(key="convert").label == "Compare"

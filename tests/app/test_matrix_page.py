@@ -21,7 +21,8 @@ def test_matrix_on_a_zipped_saved_model(app):
     assert all(status[f"keras-{o}"] == "refused" for o in ("none", "dynamic", "float16", "int8", "int16x8"))
     assert status["cli-int8"] == "refused" and "cannot calibrate" in dict(zip(table["cell"], table["note"]))["cli-int8"]
     ran = [c for c, s in status.items() if s != "refused"]
-    assert len(ran) == 13 and all(status[c] in ("pass", "FAIL") for c in ran), (status, app.session_state["lab_failures"])
+    assert len(ran) == 13
+    assert all(status[c] in ("pass", "FAIL") for c in ran), (status, app.session_state["lab_failures"])
     assert app.button(key="run_matrix").disabled        # nothing left to redo
     assert len(app.get("plotly_chart")) == 1            # the Pareto chart
     assert any(s.startswith("Best: **") for s in texts(app.success)) or not any(s == "pass" for s in status.values())

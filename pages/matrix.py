@@ -65,6 +65,7 @@ frame = tables.matrix_frame(m.format)
 event = st.dataframe(tables.styled(frame), hide_index=True, column_config=columns, key="matrix_table",
                      on_select="rerun", selection_mode="single-row", height=height, column_order=shown,
                      placeholder="–")
+note = st.empty()           # what a clicked cell that cannot open on Compare says, right under the table
 rows = tables.pareto_rows()
 best = charts.best_cell(rows)
 if best:
@@ -76,10 +77,13 @@ picked = frame.iloc[clicked[0]]["cell"] if clicked else None
 points = chart.selection.points if chart else []
 picked = picked or next((p.get("customdata") for p in points if p.get("customdata")), None)
 if picked in common.failures():
-    common.show_error(common.failures()[picked])
+    with note.container():
+        common.show_error(common.failures()[picked])
 elif picked in common.reports():
     ss["lab_selected"] = picked
     st.switch_page(common.PAGES["compare"])
+elif picked:        # a refused cell, or one not run yet
+    note.info(f"{picked}: " + (frame.set_index("cell").loc[picked, "note"] or "not run yet."), icon=":material/info:")
 
 if common.reports():
     a, b = st.columns([2, 1], vertical_alignment="bottom")

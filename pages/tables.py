@@ -1,8 +1,6 @@
 """What the pages show as tables and text: metrics and matrix frames, formats, reproduction code."""
 from __future__ import annotations
 
-import re
-import sys
 import time
 from pathlib import Path
 
@@ -76,28 +74,11 @@ def min_top1(report: dict) -> float | None:
 
 
 def reproduction(report: dict, prepared: dict) -> tuple[str, str]:
-    """(the converter calls with server paths replaced by local names, the language to show them in)."""
-    m = original()
-    stem = Path(m.filename).stem if m else "model"
-    export = prepared.get("export_dir") or ""
-    local = f"{stem}_export" if m and m.format.is_keras else stem
-    lines = []
-    for call in report["calls"]:
-        call = call.replace(export, local) if export else call
-        call = re.sub(r"--output_file=\S+", "--output_file=model.tflite", call)
-        call = re.sub(r"^\S*/tflite_convert\b", "tflite_convert", call).replace(sys.executable, "python")
-        lines.append(call)
-    if lines and lines[0].startswith(("tflite_convert", "python -m")):
-        return "\n".join(lines), "bash"
-    head = ["import numpy as np", "import keras", "import tensorflow as tf", ""]
-    if any("representative_dataset" in c for c in lines):
-        keys = {t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]}
-        head += ["samples = np.load('samples.npz')  # the samples used here (download below)",
-                 "def representative_dataset():",
-                 f"    for i in range(min(100, len(samples[{next(iter(keys))!r}]))):",
-                 "        yield {" + ", ".join(f"{v!r}: samples[{k!r}][i:i + 1]" for k, v in keys.items()) + "}", ""]
-    tail = ["", "with open('model.tflite', 'wb') as f:", "    f.write(tflite_model)"]
-    return "\n".join(head + lines + tail), "python"
+    """(a standalone script reproducing this cell, its language): built by the core."""
+    rep = report.get("reproduce")
+    if rep:
+        return rep["code"], rep["language"]
+    return "\n".join(report.get("calls") or ["# a given .tflite: nothing was converted"]), "python"
 
 
 def cli_line(report: dict) -> str:

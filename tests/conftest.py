@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_models"
+from lab_helpers import ROOT, SAMPLES, run_cli, zip_folder  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,22 +19,6 @@ def _private_store(tmp_path_factory):
     os.environ["TFLITE_LAB_CACHE"] = str(store)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     yield store
-
-
-def run_cli(*args, timeout=600, cwd=None, env=None):
-    """``python -m tflite_lab ...`` as a user runs it; returns the CompletedProcess."""
-    e = dict(os.environ, **(env or {}))
-    e["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tflite_lab", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or ROOT, env=e)
-
-
-def zip_folder(folder: Path, dest: Path) -> Path:
-    with zipfile.ZipFile(dest, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(folder))
-    return dest
 
 
 @pytest.fixture(scope="session")

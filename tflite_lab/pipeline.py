@@ -239,7 +239,16 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
     t0 = time.perf_counter()
     result, tflite_path = convert_cached(prepared, route, optimization, int8_io, store, limits, progress)
     convert_wall = time.perf_counter() - t0
+    from .recipes import RECIPES
+    from .reproduce import reproduction
+    src = prepared["source"]
+    code, language = reproduction(
+        route, optimization, filename=src["filename"], fmt=src["format"], int8_io=int8_io,
+        input_keys={t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]},
+        fixed_batch=prepared["fixed_batch"],
+        unrolled=bool(prepared["fixed_batch"] and RECIPES[optimization].needs_calibration))
     return _evaluate_tflite(prepared, result.tflite, tflite_path, bench, store, progress, {
+        "reproduce": {"code": code, "language": language},
         "route": route.value, "optimization": optimization.value, "int8_io": int8_io,
         "calls": result.calls, "command": result.command, "warnings": list(result.warnings),
         "cached": result.cached, "converter_log": result.log,
@@ -252,7 +261,7 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
     store = Store(store_root)
     data = Path(tflite_source["path"]).read_bytes()
     return _evaluate_tflite(prepared, data, tflite_source["path"], bench, store, progress, {
-        "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "",
+        "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "", "reproduce": None,
         "warnings": [], "cached": False, "converter_log": "", "convert_s": 0.0}, tflite_source["filename"])
 
 

@@ -38,37 +38,38 @@ RECIPES = {
 }
 
 
-def apply(converter, optimization: Optimization, representative=None, int8_io: bool = False) -> list[str]:
-    """Configure ``converter`` for the recipe; returns the equivalent Python lines."""
-    import tensorflow as tf
+def recipe_lines(optimization: Optimization, int8_io: bool = False) -> list[str]:
+    """The converter settings of a recipe, as Python lines (``converter``, ``tf`` and, for
+    calibrated recipes, ``representative_dataset`` in scope)."""
     opt = Optimization(optimization)
     # Builtins only: Select-TF (Flex) ops are never chosen silently, since LiteRT cannot run them.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     lines = ["converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]"]
     if opt is Optimization.NONE:
         return lines
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     lines.append("converter.optimizations = [tf.lite.Optimize.DEFAULT]")
     if opt is Optimization.FLOAT16:
-        converter.target_spec.supported_types = [tf.float16]
         lines.append("converter.target_spec.supported_types = [tf.float16]")
     elif opt is Optimization.INT8:
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        lines += ["converter.representative_dataset = representative_dataset  # samples, batch 1",
+        lines += ["converter.representative_dataset = representative_dataset",
                   "converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]"]
         if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
             lines += ["converter.inference_input_type = tf.int8",
                       "converter.inference_output_type = tf.int8"]
     elif opt is Optimization.INT16X8:
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        lines += ["converter.representative_dataset = representative_dataset  # samples, batch 1",
+        lines += ["converter.representative_dataset = representative_dataset",
                   "converter.target_spec.supported_ops = "
                   "[tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]"]
+    return lines
+
+
+def apply(converter, optimization: Optimization, representative=None, int8_io: bool = False) -> list[str]:
+    """Configure ``converter`` for the recipe by running exactly the lines it returns, so the
+    code shown to the user is the code that ran."""
+    import tensorflow as tf
+    lines = recipe_lines(optimization, int8_io)
+    scope = {"converter": converter, "tf": tf, "representative_dataset": representative}
+    for line in lines:
+        exec(line, scope)  # noqa: S102 - our own constant lines, never user input
     return lines
 
 

@@ -32,7 +32,7 @@ def test_convert_shows_verdict_code_and_download(digits):
     assert float(shown["Max abs error"]) < 1e-4
     assert shown["Top-1 agreement"] == "100.0%"
     code = digits.code[0].value
-    assert "tf.lite.TFLiteConverter.from_saved_model('digits_cnn_export')" in code
+    assert "EXPORT = 'digits_cnn_export'" in code and "tf.lite.TFLiteConverter.from_saved_model(EXPORT)" in code
     assert "tflite_model = converter.convert()" in code
     assert "python -m tflite_lab convert digits_cnn.keras --route saved_model --optimize none" in digits.code[1].value
     report = digits.session_state["lab_reports"]["saved_model-none"]
@@ -64,7 +64,8 @@ def test_cli_route_shows_the_shell_command(app):
     assert_clean(app)
     assert metrics(app)["Verdict"] in ("PASS", "FAIL")
     shell = app.code[0].value
-    assert shell.startswith("tflite_convert ") and "--post_training_quantize" in shell
+    assert "model.export(EXPORT)" in shell    # Keras files are exported first, then converted
+    assert "\ntflite_convert --saved_model_dir=breast_cancer_mlp_export" in shell and "--post_training_quantize" in shell
     assert "--output_file=model.tflite" in shell
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, run_cli
+from lab_helpers import SAMPLES, run_cli
 
 
 def one_line_error(r):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, run_cli, zip_folder
+from lab_helpers import SAMPLES, run_cli, zip_folder
 from tflite_lab.config import Limits
 from tflite_lab.errors import SampleError, SourceError
 from tflite_lab.samples import load_samples, load_samples_path

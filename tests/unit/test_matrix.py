@@ -13,7 +13,7 @@ from tflite_lab.routes import refusal
 from tflite_lab.sources import source_from_path
 from tflite_lab.types import Optimization, Route
 
-from conftest import SAMPLES
+from lab_helpers import SAMPLES
 
 NO_BENCH = BenchSpec(enabled=False)
 MODELS = {

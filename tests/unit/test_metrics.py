@@ -10,7 +10,7 @@ import pytest
 from tflite_lab import metrics
 from tflite_lab.types import Optimization, OutputMetrics, Tolerances
 
-from conftest import SAMPLES, run_cli
+from lab_helpers import SAMPLES, run_cli
 
 
 def test_identical_outputs():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SAMPLES
+from lab_helpers import SAMPLES
 
 
 def test_catalog_lists_every_model_with_samples():

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import ROOT, SAMPLES
+from lab_helpers import ROOT, SAMPLES
 from tflite_lab.config import Limits
 from tflite_lab.errors import SampleError, UnsupportedCombination, WorkerError
 from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json

@@ -1,0 +1,27 @@
+"""Helpers the unit tests import (conftest.py holds only fixtures: its module name is not unique)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_models"
+
+
+def run_cli(*args, timeout=600, cwd=None, env=None):
+    """``python -m tflite_lab ...`` as a user runs it; returns the CompletedProcess."""
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "tflite_lab", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=e)
+
+
+def zip_folder(folder: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder))
+    return dest

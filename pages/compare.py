@@ -25,10 +25,13 @@ keys = {f: f"tol_{f}_{cell}" for f in ("max_abs_error", "min_top1", "min_psnr_db
 
 
 def save_tolerances():
-    ss["lab_tolerances"][cell] = Tolerances(**{f: ss[k] for f, k in keys.items()})
+    values = {f: ss[k] for f, k in keys.items()}
+    # The default max abs scales with the output; once the user changes it, it is absolute.
+    values["scale_max_abs"] = tol.scale_max_abs and values["max_abs_error"] == tol.max_abs_error
+    ss["lab_tolerances"][cell] = Tolerances(**values)
 
 
-top[1].number_input("Max abs error ≤", min_value=0.0, value=tol.max_abs_error, format="%.2e", step=1e-4,
+top[1].number_input("Max abs error ≤" + (" (× output scale)" if tol.scale_max_abs else ""), min_value=0.0, value=tol.max_abs_error, format="%.2e", step=1e-4,
                     key=keys["max_abs_error"], on_change=save_tolerances, placeholder="not checked")
 top[2].number_input("Top-1 agreement ≥", min_value=0.0, max_value=1.0, value=tol.min_top1, step=0.01, format="%.3f",
                     key=keys["min_top1"], on_change=save_tolerances, placeholder="not checked")

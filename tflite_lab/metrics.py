@@ -124,7 +124,8 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
                 raise SampleError(f"Output '{name}' has shape {np.shape(out)} in TFLite but {np.shape(ref)} "
                                   "in the original.")
         vals = {k: fn(ref, out) for k, fn in REGISTRY.items()}
-        results.append(OutputMetrics(name=name, per_sample_max_abs=tuple(per_sample_max_abs(ref, out).tolist()), **vals))
+        scale = float(np.max(np.abs(_f64(ref)))) if np.size(ref) else 0.0
+        results.append(OutputMetrics(name=name, reference_max_abs=scale, per_sample_max_abs=tuple(per_sample_max_abs(ref, out).tolist()), **vals))
     return results
 
 
@@ -137,7 +138,7 @@ class Verdict:
 def judge(metrics: list[OutputMetrics], optimization: Optimization | str, tolerances: Tolerances | None = None) -> Verdict:
     """Pass/fail per the recipe's default tolerances (or the given ones).
 
-    Defaults: float recipes check max abs error; integer recipes check top-1 agreement on
+    Defaults: float recipes check max abs error (times max(1, max |original|)); integer recipes check top-1 agreement on
     classifier-like outputs and PSNR on the others. Any tolerance that is set applies whatever the
     recipe. Non-finite errors always fail.
     """
@@ -148,8 +149,11 @@ def judge(metrics: list[OutputMetrics], optimization: Optimization | str, tolera
         if not math.isfinite(m.max_abs_error):
             failures.append(f"{m.name}: outputs contain NaN or inf (max abs error {m.max_abs_error})")
             continue
-        if tol.max_abs_error is not None and m.max_abs_error > tol.max_abs_error:
-            failures.append(f"{m.name}: max abs error {m.max_abs_error:.3g} > {tol.max_abs_error:g}")
+        if tol.max_abs_error is not None:
+            scale = max(1.0, m.reference_max_abs or 0.0) if tol.scale_max_abs else 1.0
+            if m.max_abs_error > tol.max_abs_error * scale:
+                bound = f"{tol.max_abs_error:g}" + (f" x {scale:.3g} (output scale)" if scale > 1 else "")
+                failures.append(f"{m.name}: max abs error {m.max_abs_error:.3g} > {bound}")
         if m.top1_agreement is not None:
             if tol.min_top1 is not None and m.top1_agreement < tol.min_top1:
                 failures.append(f"{m.name}: top-1 agreement {m.top1_agreement:.3f} < {tol.min_top1:g}")

@@ -64,6 +64,17 @@ def random_samples(signature: Signature, n: int = 64, seed: int = 0,
 
 def conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits | None = None,
             origin: str = "file") -> SampleSet:
+    """Match user arrays to the signature; errors name the file they came from."""
+    try:
+        return _conform(arrays, signature, limits, origin)
+    except SampleError as e:
+        if origin and origin != "file" and not e.user_message.startswith(origin):
+            raise SampleError(f"{origin}: {e.user_message}") from None
+        raise
+
+
+def _conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits | None,
+             origin: str) -> SampleSet:
     """Match user arrays to the signature: names, shapes, dtypes; cap the sample count.
 
     Raises:

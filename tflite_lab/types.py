@@ -101,19 +101,24 @@ class Tolerances:
     max_abs_error: float | None = None
     min_top1: float | None = None
     min_psnr_db: float | None = None
+    # Defaults scale max_abs_error by max(1, max |original|): 1e-4 on probabilities, but a float32
+    # regressor predicting ~300 is judged relative to its scale. Tolerances a user sets are absolute.
+    scale_max_abs: bool = False
 
     @staticmethod
     def for_optimization(opt: "Optimization | str") -> "Tolerances":
         opt = Optimization(opt)
         if opt is Optimization.NONE:
-            return Tolerances(max_abs_error=1e-4)
+            return Tolerances(max_abs_error=1e-4, scale_max_abs=True)
         if opt is Optimization.FLOAT16:
-            return Tolerances(max_abs_error=1e-2)
+            return Tolerances(max_abs_error=1e-2, scale_max_abs=True)
         return Tolerances(min_top1=0.95, min_psnr_db=30.0)
 
     def override(self, **kw) -> "Tolerances":
         vals = asdict(self)
         vals.update({k: v for k, v in kw.items() if v is not None})
+        if kw.get("max_abs_error") is not None:
+            vals["scale_max_abs"] = False
         return Tolerances(**vals)
 
 
@@ -171,6 +176,7 @@ class OutputMetrics:
     psnr_db: float
     top1_agreement: float | None = None
     top5_agreement: float | None = None
+    reference_max_abs: float | None = None      # max |original output|: the output's scale
     per_sample_max_abs: tuple[float, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict:
@@ -183,4 +189,5 @@ class OutputMetrics:
             "psnr_db": json_number(self.psnr_db),
             "top1_agreement": json_number(self.top1_agreement),
             "top5_agreement": json_number(self.top5_agreement),
+            "reference_max_abs": json_number(self.reference_max_abs),
         }

@@ -275,7 +275,8 @@ def default_pool() -> WorkerPool:
     with _DEFAULT_LOCK:
         if _DEFAULT is None or _DEFAULT._closed:
             import atexit
-            _DEFAULT = WorkerPool(int(os.environ.get("TFLITE_LAB_WORKERS", "2")))
+            # One worker starts at once, so TensorFlow is imported before the first model arrives.
+            _DEFAULT = WorkerPool(int(os.environ.get("TFLITE_LAB_WORKERS", "2")), prestart=1)
             atexit.register(_DEFAULT.close)
         return _DEFAULT
 

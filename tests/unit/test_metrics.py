@@ -54,6 +54,10 @@ def test_judge_defaults_by_recipe():
     assert not metrics.judge([m], "int8", Tolerances.for_optimization("int8").override(min_top1=0.99)).ok
     reg = OutputMetrics("r", 3.0, 1.0, 1.5, 0.99, 28.0)
     assert not metrics.judge([reg], "dynamic").ok       # PSNR 28 < 30
+    big = OutputMetrics("r", 3.7e-4, 1e-4, 1e-4, 1.0, 120.0, reference_max_abs=346.0)
+    assert metrics.judge([big], "none").ok              # 3.7e-4 <= 1e-4 x 346: float32 noise at scale 346
+    explicit = Tolerances.for_optimization("none").override(max_abs_error=1e-4)
+    assert not metrics.judge([big], "none", explicit).ok   # a tolerance the user sets is absolute
 
 
 @pytest.mark.slow

@@ -152,10 +152,16 @@ def _table(public: dict) -> str:
 
 
 def cmd_convert(args) -> int:
-    from .pipeline import judge_report, report_json, source_json
-    from .sources import source_from_path
     from .worker import WorkerPool
     limits = _limits(args)
+    # The worker imports TensorFlow (~3 s) while this process checks the input.
+    with WorkerPool(1, limits, prestart=1) as pool:
+        return _convert(args, limits, pool)
+
+
+def _convert(args, limits, pool) -> int:
+    from .pipeline import judge_report, report_json, source_json
+    from .sources import source_from_path
     src = source_from_path(args.model, limits=limits)
     samples, bench = _specs(args)
     reference = None
@@ -169,14 +175,13 @@ def cmd_convert(args) -> int:
         if reason:
             raise UnsupportedCombination(reason)
     progress = _progress(not args.json)
-    with WorkerPool(1, limits) as pool:
-        prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
-                            spec=samples, bench=bench)
-        if reference is not None:
-            report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
-        else:
-            report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
-                              optimization=args.optimize, int8_io=args.int8_io, bench=bench)
+    prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
+                        spec=samples, bench=bench)
+    if reference is not None:
+        report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
+    else:
+        report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
+                          optimization=args.optimize, int8_io=args.int8_io, bench=bench)
     report = judge_report(report, _tolerances(args, report["optimization"]))
     public = report_json(report)
     if args.out:

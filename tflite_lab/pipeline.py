@@ -131,22 +131,29 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
     progress("export")
-    t1 = time.perf_counter()
+    from concurrent.futures import ThreadPoolExecutor
     from .models import exported_saved_model
-    export_dir, fixed = exported_saved_model(om)
-    export_s = time.perf_counter() - t1
-    progress("run original")
-    t2 = time.perf_counter()
-    om.call({k: v[:1] for k, v in samples.arrays.items()})     # trace once, outside the timing
-    t3 = time.perf_counter()
-    reference = om.predict(samples.arrays)
-    ref_s = time.perf_counter() - t2
-    throughput = (samples.count / max(time.perf_counter() - t3, 1e-9), min(samples.count, 64))
+    # The export (mostly Python tracing) and the reference run (TensorFlow kernels) overlap on
+    # two cores; latency is measured afterwards, on a quiet machine.
+    with ThreadPoolExecutor(1) as ex:
+        t1 = time.perf_counter()
+        exporting = ex.submit(exported_saved_model, om)
+        progress("run original")
+        t2 = time.perf_counter()
+        reference = om.predict(samples.arrays)
+        ref_s = time.perf_counter() - t2
+        export_dir, fixed = exporting.result()
+        export_s = time.perf_counter() - t1
     reference_path = store.path("samples", key + "-reference", ".npz")
     np.savez(reference_path, **reference)
     latency = None
     if bench.enabled:
         from .bench import benchmark_original
+        progress("benchmark original")
+        t3 = time.perf_counter()
+        om.predict({k: v[:64] for k, v in samples.arrays.items()})
+        n = min(samples.count, 64)
+        throughput = (n / max(time.perf_counter() - t3, 1e-9), n)
         one = {k: v[:1] for k, v in samples.arrays.items()}
         latency = asdict(benchmark_original(om, one, bench.warmup, bench.runs, throughput))
     nonfinite = [k for k, v in reference.items() if not np.all(np.isfinite(v))]

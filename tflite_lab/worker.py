@@ -238,11 +238,12 @@ class WorkerPool:
             idle, self._idle = self._idle, []
             self._cv.notify_all()
         for w in idle:
-            try:
-                w.conn.send(None)
-                w.proc.wait(timeout=5)
-            except Exception:
-                pass
+            if w.ready:   # a worker still importing TensorFlow would only answer in seconds
+                try:
+                    w.conn.send(None)
+                    w.proc.wait(timeout=5)
+                except Exception:
+                    pass
             if w.alive():
                 w.kill()
 

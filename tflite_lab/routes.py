@@ -131,6 +131,9 @@ HINTS = [
     (re.compile(r"ops are not supported|are not supported by the TFLite builtin"),
      "some TensorFlow ops have no TFLite builtin kernel. Replace them in the model; Select-TF ops would need "
      "the Flex delegate, which LiteRT here cannot run."),
+    (re.compile(r"Empty min/max for tensor (\S+)"),
+     "calibration recorded no value range for tensor {0} (typically an integer input such as token ids, "
+     "which 16x8 cannot quantize). Use 'int8' or 'dynamic' for this model."),
     (re.compile(r"representative.?dataset", re.I),
      "calibration with the representative samples failed; check that the samples match the inputs."),
     (re.compile(r"quantiz\w+ .*not supported|Quantization not yet supported|Failed to quantize", re.I),

@@ -7,7 +7,6 @@ Ours exports once and converts in parallel worker processes, latency included. T
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 from pathlib import Path

@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import pytest
 

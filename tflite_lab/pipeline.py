@@ -15,7 +15,7 @@ import numpy as np
 from .config import Limits
 from .errors import ConversionError, TFLiteLabError
 from .store import Store, key_of
-from .types import Latency, ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances
+from .types import ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ read it. ``convert`` does the work, each route through its own TensorFlow API.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shlex
@@ -94,12 +92,12 @@ class ConversionRequest:
     int8_io: bool = False          # int8 recipe only: int8 model inputs/outputs instead of float
 
     def key(self, model_sha: str, calibration_sha: str | None) -> str:
-        import tensorflow as tf
+        """Store key: the model bytes and everything that changes the converted bytes."""
+        from .store import key_of
         needs = RECIPES[self.optimization].needs_calibration
-        d = {"model": model_sha, "route": self.route.value, "opt": self.optimization.value,
-             "int8_io": bool(self.int8_io and self.optimization is Optimization.INT8),
-             "calibration": calibration_sha if needs else None, "tf": tf.__version__, "v": 1}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
+        return key_of(kind="tflite", model=model_sha, route=self.route.value, opt=self.optimization.value,
+                      int8_io=bool(self.int8_io and self.optimization is Optimization.INT8),
+                      calibration=calibration_sha if needs else None)
 
 
 @dataclass
@@ -212,7 +210,7 @@ def _convert_api(request, original, export_dir, fixed_batch, representative, unr
         calls.append("converter = tf.lite.TFLiteConverter.from_keras_model(model)")
     elif route is Route.SAVED_MODEL:
         converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
-        calls = _export_lines(original, export_dir, fixed_batch)
+        calls = _export_lines(original, export_dir, fixed_batch, unrolled)
         calls.append(f"converter = tf.lite.TFLiteConverter.from_saved_model({export_dir!r})")
     else:
         # Passing the Keras model as trackable_obj silently yields NaN outputs (weights not captured);
@@ -220,7 +218,7 @@ def _convert_api(request, original, export_dir, fixed_batch, representative, unr
         loaded = tf.saved_model.load(export_dir)
         fn = loaded.signatures["serving_default"]
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], loaded)
-        calls = _export_lines(original, export_dir, fixed_batch)
+        calls = _export_lines(original, export_dir, fixed_batch, unrolled)
         calls += [f"loaded = tf.saved_model.load({export_dir!r})",
                   "concrete_func = loaded.signatures['serving_default']",
                   "converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_func], loaded)"]
@@ -229,11 +227,11 @@ def _convert_api(request, original, export_dir, fixed_batch, representative, unr
     return converter.convert(), calls
 
 
-def _export_lines(original, export_dir, fixed_batch) -> list[str]:
+def _export_lines(original, export_dir, fixed_batch, unrolled) -> list[str]:
     if not original.is_keras:
         return []
     lines = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
-    if "unrolled" in export_dir:
+    if unrolled:
         lines.append("model = unrolled copy: LSTM/GRU configs with unroll=True, same weights")
     if fixed_batch:
         lines.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")

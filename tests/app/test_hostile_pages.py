@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from apptest_helpers import SAMPLES, assert_clean, convert, metrics, texts, upload_model
+from apptest_helpers import assert_clean, convert, metrics, texts, upload_model
 
 
 @pytest.fixture(scope="module")

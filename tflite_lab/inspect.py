@@ -87,6 +87,34 @@ def refuse_unsafe(tflite: bytes, name: str = "The .tflite") -> None:
         raise SourceError(f"{name} contains ops that touch files or processes ({', '.join(bad)}); refused.")
 
 
+_ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+             "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "bool": 1, "complex64": 8}
+
+
+def refuse_oversized(tflite: bytes, name: str = "The .tflite", limits=None) -> None:
+    """Refuse, before LiteRT allocates anything, a model whose declared tensors are absurdly large."""
+    from .config import Limits
+    from .errors import SignatureError
+    limits = limits or Limits.from_env()
+    insp = inspect_tflite(tflite, name)
+    worst, total = None, 0
+    for t in insp.tensors:
+        n = _ITEMSIZE.get(t["dtype"], 4)
+        for d in t["shape"]:
+            n *= max(int(d), 1)
+        total += n
+        if worst is None or n > worst[0]:
+            worst = (n, t)
+    if worst and worst[0] > limits.input_sample_mb * 2**20:
+        n, t = worst
+        raise SignatureError(f"{name} declares tensor '{t['name']}' of shape {tuple(t['shape'])} {t['dtype']}: "
+                             f"{n / 2**20:,.0f} MB, more than the limit of {limits.input_sample_mb:.0f} MB; "
+                             "refused before allocating.")
+    if total > limits.job_memory_mb * 2**20:
+        raise SignatureError(f"{name} declares {total / 2**20:,.0f} MB of tensors, more than the memory limit of "
+                             f"{limits.job_memory_mb:,.0f} MB; refused before allocating.")
+
+
 def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
     """Operators with counts, tensors with shapes/dtypes/quantization, and deployment findings."""
     model = _parse(tflite, name)

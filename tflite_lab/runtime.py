@@ -37,8 +37,9 @@ class TFLiteModel:
 
     def __init__(self, tflite: bytes, threads: int | None = None, name: str = "this .tflite"):
         from ai_edge_litert.interpreter import Interpreter
-        from .inspect import refuse_unsafe
+        from .inspect import refuse_oversized, refuse_unsafe
         refuse_unsafe(tflite, name)
+        refuse_oversized(tflite, name)   # allocate_tensors would allocate them all at once
         try:
             self.interpreter = Interpreter(model_content=tflite, num_threads=threads)
         except Exception as e:

@@ -307,6 +307,8 @@ def _serve(fd: int) -> None:
             result = fn(**kwargs, progress=lambda step: conn.send(("progress", job_id, step)))
             conn.send(("ok", job_id, result))
         except TFLiteLabError as e:
+            # The operator's record (this worker's log file); the user gets the one line.
+            print(f"job {job_id} {name}: {type(e).__name__}: {e.user_message}\n{e.detail}", file=sys.stderr, flush=True)
             conn.send(("error", job_id, e.to_dict()))
         except Exception as e:
             tb = traceback.format_exc()

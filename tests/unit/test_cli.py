@@ -148,3 +148,23 @@ def test_tflite_compared_against_reference(tmp_path):
     alone = json.loads(r.stdout)
     assert alone["outputs"] == [] and alone["latency_ms"]["tflite"]["median"] > 0
     assert any("not compared" in w for w in alone["warnings"])
+
+
+def test_tflite_declaring_a_giant_tensor_is_refused_before_allocating(tmp_path):
+    """A 936-byte .tflite whose input is 1.5 GB: refused from the flatbuffer, LiteRT never allocates."""
+    path = tmp_path / "huge.tflite"
+    code = f"""
+import tensorflow as tf
+class M(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([1, 20000, 20000], tf.float32, name="huge")])
+    def serve(self, x):
+        return {{"y": tf.reduce_mean(x, axis=[1, 2])}}
+m = M()
+open(r"{path}", "wb").write(tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m).convert())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    for cmd in (["inspect", path], ["convert", path, "--no-latency"]):
+        r = run_cli(*cmd, env={"TFLITE_LAB_JOB_MEMORY_MB": "1500"})
+        assert r.returncode == 2, r.stderr
+        line = one_line_error(r)
+        assert "huge.tflite declares tensor" in line and "refused before allocating" in line

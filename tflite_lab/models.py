@@ -232,21 +232,12 @@ def unrolled_model(model):
 
     TF 2.21's converter crashes (SIGSEGV) calibrating int8/16x8 on a looped LSTM; unrolled, the
     loop becomes plain ops that quantize like any others. Needs a fixed number of timesteps.
+    Runs the very source the reproduction script shows.
     """
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("class_name") in ("LSTM", "GRU", "SimpleRNN") and isinstance(node.get("config"), dict):
-                node["config"]["unroll"] = True
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    cfg = model.get_config()
-    walk(cfg)
-    clone = type(model).from_config(cfg)
-    clone.set_weights(model.get_weights())
-    return clone
+    from .reproduce import UNROLL_SOURCE
+    scope: dict = {}
+    exec(UNROLL_SOURCE, scope)  # noqa: S102 - our own constant source, never user input
+    return scope["unrolled"](model)
 
 
 def variant_model(model, fixed: bool, unrolled: bool):

@@ -10,7 +10,7 @@ from pathlib import Path
 from .recipes import CLI_FLAGS, RECIPES, recipe_lines
 from .types import Optimization, Route, SourceFormat
 
-_UNROLL = '''def unrolled(model):
+UNROLL_SOURCE = '''def unrolled(model):
     """Recurrent layers with unroll=True, same weights (int8/16x8 calibration crashes on the loop)."""
     def walk(node):
         if isinstance(node, dict):
@@ -26,8 +26,7 @@ _UNROLL = '''def unrolled(model):
     clone = type(model).from_config(config)
     clone.set_weights(model.get_weights())
     return clone
-
-model = unrolled(model)'''
+'''
 
 _FIXED = '''# Recurrent layers need a fixed batch of 1 on TF 2.21 ("Lowering tensor list ops is failed").
 inputs = [keras.Input(batch_shape=(1, *t.shape[1:]), dtype=t.dtype, name=t.name) for t in model.inputs]
@@ -49,7 +48,7 @@ def reproduction(route: Route | str, optimization: Optimization | str, *, filena
     export = f"{stem}_export" if keras_src else (stem if filename.endswith(".zip") else filename)
     load = [f"model = keras.models.load_model({filename!r}, safe_mode=True)"]
     if unrolled:
-        load.append(_UNROLL)
+        load += [UNROLL_SOURCE, "model = unrolled(model)"]
     if fixed_batch:
         load.append(_FIXED)
     do_export = ([f"EXPORT = {export!r}", _FIXED_EXPORT if fixed_batch else "model.export(EXPORT)"]

@@ -266,19 +266,31 @@ def ensure_prepared(progress=None) -> dict:
     return ss["lab_prepared"]
 
 
+def _keep_cell(done: dict, failed: dict, route: str, optimization: str, int8_io: bool, prepared: dict,
+               bench: BenchSpec, progress=None) -> dict:
+    """Convert and evaluate one cell, keeping its report or failure in the given session dicts
+    (passed in, since matrix threads have no script context to reach session_state)."""
+    cell = cell_id(route, optimization, int8_io)
+    try:
+        report = run_job("cell", progress=progress, prepared=prepared, route=route, optimization=optimization,
+                         int8_io=int8_io, bench=bench)
+    except TFLiteLabError as e:
+        failed[cell] = failure_record(e)
+        done.pop(cell, None)
+        raise
+    done[cell] = report
+    failed.pop(cell, None)
+    return report
+
+
 def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None) -> dict:
     """Convert and evaluate one cell; keeps the report (or the failure) in the session."""
     cell = cell_id(route, optimization, int8_io)
     try:
-        report = run_job("cell", progress=progress, prepared=prepared, route=route, optimization=optimization,
-                         int8_io=int8_io, bench=bench_spec())
-    except TFLiteLabError as e:
-        failures()[cell] = failure_record(e)
-        reports().pop(cell, None)
+        report = _keep_cell(reports(), failures(), route, optimization, int8_io, prepared, bench_spec(), progress)
+    except TFLiteLabError:
         sidebar_summary()
         raise
-    reports()[cell] = report
-    failures().pop(cell, None)
     st.session_state["lab_selected"] = cell
     sidebar_summary()
     return report
@@ -359,12 +371,10 @@ def run_cells(cells: list[tuple[str, str, bool]], prepared: dict, render) -> Non
     def one(route: str, opt: str, int8_io: bool) -> None:
         cid = cell_id(route, opt, int8_io)
         try:
-            done[cid] = run_job("cell", progress=lambda step, _t: events.put((cid, step)), prepared=prepared,
-                                route=route, optimization=opt, int8_io=int8_io, bench=bench)
-            failed.pop(cid, None)
+            _keep_cell(done, failed, route, opt, int8_io, prepared, bench,
+                       progress=lambda step, _t: events.put((cid, step)))
             events.put((cid, "done"))
-        except TFLiteLabError as e:
-            failed[cid] = failure_record(e)
+        except TFLiteLabError:
             events.put((cid, "failed"))
 
     states = {cell_id(*c): ("queued", None) for c in cells}

@@ -81,8 +81,8 @@ def op_names(tflite: bytes, name: str = "The .tflite") -> list[str]:
     return out
 
 
-def refuse_unsafe(tflite: bytes, name: str = "The .tflite") -> None:
-    bad = sorted(set(op_names(tflite, name)) & UNSAFE_FLEX)
+def refuse_unsafe(insp: "Inspection", name: str = "The .tflite") -> None:
+    bad = sorted(set(insp.operators) & UNSAFE_FLEX)
     if bad:
         raise SourceError(f"{name} contains ops that touch files or processes ({', '.join(bad)}); refused.")
 
@@ -91,12 +91,11 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "i
              "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "bool": 1, "complex64": 8}
 
 
-def refuse_oversized(tflite: bytes, name: str = "The .tflite", limits=None) -> None:
+def refuse_oversized(insp: "Inspection", name: str = "The .tflite", limits=None) -> None:
     """Refuse, before LiteRT allocates anything, a model whose declared tensors are absurdly large."""
     from .config import Limits
     from .errors import SignatureError
     limits = limits or Limits.from_env()
-    insp = inspect_tflite(tflite, name)
     worst, total = None, 0
     for t in insp.tensors:
         n = _ITEMSIZE.get(t["dtype"], 4)

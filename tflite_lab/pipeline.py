@@ -93,7 +93,7 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
         from .runtime import TFLiteModel
         data = Path(src.path).read_bytes()
         insp = inspect_tflite(data, src.filename)
-        sig = TFLiteModel(data, name=src.filename).signature
+        sig = TFLiteModel(data, name=src.filename, inspection=insp).signature
         return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
                 "inspection": {**insp.to_json(), "analysis": analyzer_report(data)}}
     om = _open(src, limits)
@@ -274,18 +274,19 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
 
 def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
                      name: str = "The converted .tflite") -> dict:
-    from .inspect import inspect_tflite
+    from .inspect import inspect_tflite, refuse_unsafe
     from .metrics import compare_outputs
     from .runtime import TFLiteModel
     progress("run tflite")
     t0 = time.perf_counter()
     sig = Signature.from_dict(prepared["signature"])
     insp = inspect_tflite(tflite, name)
+    refuse_unsafe(insp, name)            # file/process ops: a refusal, before "cannot run Flex" below
     warnings = list(head["warnings"]) + insp.findings
     if insp.flex_ops:
         raise ConversionError(f"The .tflite needs Select-TF ops ({', '.join(insp.flex_ops)}), which LiteRT cannot "
                               "run without the Flex delegate; its numbers cannot be verified here.")
-    model = TFLiteModel(tflite, bench.threads, name)
+    model = TFLiteModel(tflite, bench.threads, name, insp)
     in_map, out_map = model.match(sig)
     samples = _load_npz(prepared["samples_path"])
     reference = _load_npz(prepared["reference_path"]) if prepared["reference_path"] else None

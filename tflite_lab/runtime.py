@@ -35,11 +35,13 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 class TFLiteModel:
     """One interpreter (not thread-safe: one per thread/run), fed by signature keys."""
 
-    def __init__(self, tflite: bytes, threads: int | None = None, name: str = "this .tflite"):
+    def __init__(self, tflite: bytes, threads: int | None = None, name: str = "this .tflite", inspection=None):
+        """``inspection`` (inspect.Inspection of these bytes) saves parsing the flatbuffer again."""
         from ai_edge_litert.interpreter import Interpreter
-        from .inspect import refuse_oversized, refuse_unsafe
-        refuse_unsafe(tflite, name)
-        refuse_oversized(tflite, name)   # allocate_tensors would allocate them all at once
+        from .inspect import inspect_tflite, refuse_oversized, refuse_unsafe
+        inspection = inspection or inspect_tflite(tflite, name)
+        refuse_unsafe(inspection, name)
+        refuse_oversized(inspection, name)   # allocate_tensors would allocate them all at once
         try:
             self.interpreter = Interpreter(model_content=tflite, num_threads=threads)
         except Exception as e:

@@ -39,8 +39,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write model.tflite, samples.npz and report.json here")
     p.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     p.add_argument("--max-abs-error", type=float, help="tolerance on max abs error (any recipe)")
-    p.add_argument("--min-top1", type=float, help="tolerance on top-1 agreement (classifier outputs)")
-    p.add_argument("--min-psnr", type=float, help="tolerance on PSNR in dB (non-classifier outputs)")
+    p.add_argument("--min-top1", type=float, help="tolerance on top-1 agreement (set here: every (samples, classes) output)")
+    p.add_argument("--min-psnr", type=float, help="tolerance on PSNR in dB (set here: every output)")
+    p.add_argument("--task", action="append", default=[], metavar="OUTPUT=TASK",
+                   help="judge OUTPUT as 'classification' (top-1) or 'regression' (PSNR) instead of the task "
+                        "detected from its values; repeatable")
     p.add_argument("--int8-io", action="store_true", help="int8: integer model inputs/outputs (default float)")
     p.add_argument("--threads", type=int, default=None, help="LiteRT threads for inference and latency")
     p.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
@@ -102,10 +105,30 @@ def _specs(args):
     return samples, BenchSpec(enabled=not args.no_latency, threads=args.threads)
 
 
+def _tasks(args) -> dict[str, str]:
+    from .types import Task
+    tasks = {}
+    for item in args.task or []:
+        name, sep, task = item.rpartition("=")
+        if not sep or not name or task not in {t.value for t in Task}:
+            raise TFLiteLabError(f"--task takes OUTPUT=classification or OUTPUT=regression, got '{item}'.")
+        tasks[name] = task
+    return tasks
+
+
+def _check_tasks(args, prepared: dict) -> None:
+    """--task names must be outputs of the model: an unknown name is refused, never ignored."""
+    names = [t["name"] for t in prepared["signature"]["outputs"]]
+    unknown = sorted(set(_tasks(args)) - set(names))
+    if unknown:
+        raise TFLiteLabError(f"--task names output(s) {', '.join(unknown)}, but the model's outputs are "
+                             f"{', '.join(names)}.")
+
+
 def _tolerances(args, optimization) -> Tolerances:
     opt = Optimization.NONE if optimization == "provided" else Optimization(optimization)
     return Tolerances.for_optimization(opt).override(
-        max_abs_error=args.max_abs_error, min_top1=args.min_top1, min_psnr_db=args.min_psnr)
+        max_abs_error=args.max_abs_error, min_top1=args.min_top1, min_psnr_db=args.min_psnr, tasks=_tasks(args))
 
 
 def _write_out(out: Path, report: dict, public: dict) -> None:
@@ -126,9 +149,13 @@ def _fmt(x, spec=".3g"):
     return format(x, spec) if math.isfinite(x) else str(x)
 
 
+VERDICTS = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "RAN, NO REFERENCE (nothing compared)",
+            "error": "ERROR"}
+
+
 def _table(public: dict) -> str:
     label = f"{public['route']}-{public['optimization']}" if public["route"] else "given .tflite"
-    lines = [f"{label}: {'PASS' if public['ok'] else 'FAIL'}  "
+    lines = [f"{label}: {VERDICTS.get(public.get('verdict'), 'PASS' if public['ok'] else 'FAIL')}  "
              f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
              f"{public['num_samples']} samples"]
     lat = public["latency_ms"]
@@ -137,18 +164,30 @@ def _table(public: dict) -> str:
         lines.append(f"latency (batch 1, median/p90 ms): original {_fmt(orig.get('median'))}/{_fmt(orig.get('p90'))}, "
                      f"tflite {_fmt(lat['tflite']['median'])}/{_fmt(lat['tflite']['p90'])}")
     if not public["outputs"]:
-        lines += [f"  warning: {w}" for w in public.get("warnings", [])]
-        return "\n".join(lines)
-    lines.append(f"{'output':<16}{'max_abs':>11}{'mean_abs':>11}{'rmse':>11}{'cosine':>10}{'psnr_db':>9}{'top1':>7}")
-    for o in public["outputs"]:
-        lines.append(f"{o['name'][:15]:<16}{_fmt(o['max_abs_error']):>11}{_fmt(o['mean_abs_error']):>11}"
-                     f"{_fmt(o['rmse']):>11}{_fmt(o['cosine'], '.6f'):>10}{_fmt(o['psnr_db'], '.1f'):>9}"
-                     f"{_fmt(o['top1_agreement'], '.3f'):>7}")
+        lines.append(f"{'output':<16}{'shape':<16}{'min':>11}{'max':>11}{'mean':>11}{'NaN/inf':>9}")
+        for o in public.get("output_stats", []):
+            shape = "(" + ", ".join(map(str, o["shape"])) + ")"
+            lines.append(f"{o['name'][:15]:<16}{shape[:15]:<16}{_fmt(o['min']):>11}{_fmt(o['max']):>11}"
+                         f"{_fmt(o['mean']):>11}{o['nonfinite']:>9}")
+    else:
+        lines.append(f"{'output':<16}{'task':<8}{'max_abs':>11}{'mean_abs':>11}{'rmse':>11}{'cosine':>10}"
+                     f"{'psnr_db':>9}{'top1':>7}  checks")
+        for o in public["outputs"]:
+            checks = ", ".join(f"{_CHECK[c['metric']]}{_fmt(c['bound'])} {'ok' if c['ok'] else 'FAIL'}"
+                               for c in o.get("checks", [])) or "none"
+            lines.append(f"{o['name'][:15]:<16}{o.get('task', '')[:7]:<8}{_fmt(o['max_abs_error']):>11}"
+                         f"{_fmt(o['mean_abs_error']):>11}{_fmt(o['rmse']):>11}{_fmt(o['cosine'], '.6f'):>10}"
+                         f"{_fmt(o['psnr_db'], '.1f'):>9}{_fmt(o['top1_agreement'], '.3f'):>7}  {checks}")
     for f in public.get("failures", []):
         lines.append(f"  fail: {f}")
+    for n in public.get("matching", []):
+        lines.append(f"  matched: {n}")
     for w in public.get("warnings", []):
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
+
+
+_CHECK = {"max_abs_error": "max_abs<=", "min_top1": "top1>=", "min_psnr_db": "psnr>=", "finite": "finite "}
 
 
 def cmd_convert(args) -> int:
@@ -164,6 +203,7 @@ def _convert(args, limits, pool) -> int:
     from .sources import source_from_path
     src = source_from_path(args.model, limits=limits)
     samples, bench = _specs(args)
+    _tasks(args)
     reference = None
     if src.format is SourceFormat.TFLITE:
         # Without --reference a .tflite is run and benchmarked against nothing but itself.
@@ -177,6 +217,7 @@ def _convert(args, limits, pool) -> int:
     progress = _progress(not args.json)
     prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
                         spec=samples, bench=bench)
+    _check_tasks(args, prepared)
     if reference is not None:
         report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
     else:
@@ -191,6 +232,7 @@ def _convert(args, limits, pool) -> int:
 
 
 def cmd_matrix(args) -> int:
+    from . import metrics
     from .pipeline import failed_cell_json, judge_report, report_json, source_json
     from .sources import source_from_path
     from .worker import WorkerPool
@@ -199,6 +241,7 @@ def cmd_matrix(args) -> int:
     if src.format is SourceFormat.TFLITE:
         raise UnsupportedCombination(f"{src.filename} is already a .tflite; the matrix converts originals.")
     samples, bench = _specs(args)
+    _tasks(args)
     cells = [(r, o) for r in args.routes for o in args.optimizations]
     results: dict[tuple, dict] = {}
     runnable = []
@@ -212,6 +255,7 @@ def cmd_matrix(args) -> int:
     workers = max(1, min(args.workers, len(runnable) or 1))
     with WorkerPool(workers, limits, prestart=workers) as pool:
         prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples, bench=bench)
+        _check_tasks(args, prepared)
 
         def one(cell):
             r, o = cell
@@ -240,8 +284,8 @@ def cmd_matrix(args) -> int:
         for rep in ordered:
             name = f"{rep['route']}-{rep['optimization']}"
             m = rep["outputs"]
-            worst = max((o["max_abs_error"] for o in m if not isinstance(o["max_abs_error"], str)), default=None)
-            top1 = min((o["top1_agreement"] for o in m if isinstance(o["top1_agreement"], float)), default=None)
+            worst = metrics.worst(o["max_abs_error"] for o in m)          # NaN anywhere stays NaN
+            top1 = metrics.worst((o["top1_agreement"] for o in m), lowest=True)
             lat = (rep["latency_ms"].get("tflite") or {}).get("median")
             status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SampleError
-from .types import Optimization, OutputMetrics, Tolerances
+from .types import Optimization, OutputMetrics, Task, Tolerances
 
 
 def _f64(a) -> np.ndarray:
@@ -69,9 +69,29 @@ def psnr_db(ref, out) -> float:
 
 
 def is_classifier_like(ref) -> bool:
-    """A (samples, classes) output with at least 2 classes."""
+    """A (samples, classes) output with at least 2 classes: the shape top-1 agreement needs."""
     r = np.asarray(ref)
     return r.ndim == 2 and r.shape[1] >= 2
+
+
+def detect_task(ref) -> tuple[str, str]:
+    """(task, why) from the original's values: a classifier's rows are probabilities.
+
+    The shape alone is not enough: embeddings, multi-target regressors and box coordinates are
+    (samples, k) too, and judging them by argmax would pass any value error. Logits (negative
+    values) count as regression unless the user says otherwise (``--task``).
+    """
+    r = _f64(ref)
+    if not is_classifier_like(r):
+        return Task.REGRESSION.value, f"shape {tuple(r.shape)} is not (samples, classes)"
+    if not np.all(np.isfinite(r)):
+        return Task.REGRESSION.value, "the original's values include NaN/inf"
+    if r.size and r.min() < 0:
+        return Task.REGRESSION.value, "values are not probabilities (some are negative)"
+    sums = r.sum(axis=1)
+    if r.shape[0] and np.allclose(sums, 1.0, atol=1e-3):
+        return Task.CLASSIFICATION.value, "rows are non-negative and sum to 1 (probabilities)"
+    return Task.REGRESSION.value, "rows do not sum to 1 (not a probability distribution)"
 
 
 def top1_agreement(ref, out) -> float | None:
@@ -125,38 +145,129 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
                                   "in the original.")
         vals = {k: fn(ref, out) for k, fn in REGISTRY.items()}
         scale = float(np.max(np.abs(_f64(ref)))) if np.size(ref) else 0.0
-        results.append(OutputMetrics(name=name, reference_max_abs=scale, per_sample_max_abs=tuple(per_sample_max_abs(ref, out).tolist()), **vals))
+        task, why = detect_task(ref)
+        results.append(OutputMetrics(name=name, reference_max_abs=scale, task=task, task_reason=why,
+                                     per_sample_max_abs=tuple(per_sample_max_abs(ref, out).tolist()), **vals))
     return results
+
+
+def output_stats(outputs: dict[str, np.ndarray]) -> list[dict]:
+    """What can be said of outputs without a reference: shape, range, and how many are NaN/inf."""
+    stats = []
+    for name, y in outputs.items():
+        a = _f64(y)
+        fin = a[np.isfinite(a)]
+        stats.append({"name": name, "shape": list(a.shape), "nonfinite": int(a.size - fin.size),
+                      "min": float(fin.min()) if fin.size else None, "max": float(fin.max()) if fin.size else None,
+                      "mean": float(fin.mean()) if fin.size else None})
+    return stats
+
+
+def worst(values, lowest: bool = False) -> float | None:
+    """The largest (or smallest) of some per-output numbers, NaN-aware: Python's max() would drop
+    a NaN that is not first (max([0.1, nan]) is 0.1), hiding exactly the broken output.
+    None when there are no numbers."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    if any(math.isnan(v) for v in vals):
+        return float("nan")
+    return min(vals) if lowest else max(vals)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One tolerance applied to one output."""
+
+    output: str
+    metric: str
+    bound: float
+    value: float
+    ok: bool
+    why: str                    # where the bound comes from: the recipe's default or the user
+
+    def to_json(self) -> dict:
+        from .types import json_number
+        return {"output": self.output, "metric": self.metric, "bound": json_number(self.bound),
+                "value": json_number(self.value), "ok": self.ok, "why": self.why}
 
 
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     failures: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)   # per output: tolerances not applied, and why
+    tasks: dict[str, tuple[str, str]] = field(default_factory=dict)   # per output: (task, why)
 
 
 def judge(metrics: list[OutputMetrics], optimization: Optimization | str, tolerances: Tolerances | None = None) -> Verdict:
-    """Pass/fail per the recipe's default tolerances (or the given ones).
+    """Apply every tolerance to every output it applies to; NaN/inf always fail.
 
-    Defaults: float recipes check max abs error (times max(1, max |original|)); integer recipes check top-1 agreement on
-    classifier-like outputs and PSNR on the others. Any tolerance that is set applies whatever the
-    recipe. Non-finite errors always fail.
+    - max abs error: every output (a default bound scales with max(1, max |original|)).
+    - top-1 agreement: by default the classifier outputs; set by the user, every (samples, classes)
+      output the user did not declare a regression.
+    - PSNR: by default the non-classifier outputs; set by the user, every output.
+    An output's task is detected from the original's values (``detect_task``) unless overridden.
     """
     opt = Optimization(optimization)
     tol = tolerances or Tolerances.for_optimization(opt)
-    failures = []
+    names = {m.name for m in metrics}
+    unknown = sorted(set(dict(tol.tasks)) - names)
+    if unknown and metrics:
+        from .errors import SampleError
+        raise SampleError(f"A task is set for output(s) {', '.join(unknown)}, but the model's outputs are "
+                          f"{', '.join(sorted(names))}.")
+    failures, checks, notes, tasks = [], [], {}, {}
     for m in metrics:
+        forced = tol.task_of(m.name)
+        task = forced or m.task
+        tasks[m.name] = (task, "set by you" if forced else m.task_reason)
+        skipped = notes.setdefault(m.name, [])
+
+        def why(metric: str) -> str:
+            if metric in tol.user_set:
+                return "set by you"
+            return f"default for {opt.value}" + (f" on a {task} output" if metric != "max_abs_error" else "")
+
         if not math.isfinite(m.max_abs_error):
             failures.append(f"{m.name}: outputs contain NaN or inf (max abs error {m.max_abs_error})")
+            checks.append(Check(m.name, "finite", 0.0, m.max_abs_error, False, "NaN/inf always fail"))
             continue
         if tol.max_abs_error is not None:
-            scale = max(1.0, m.reference_max_abs or 0.0) if tol.scale_max_abs else 1.0
-            if m.max_abs_error > tol.max_abs_error * scale:
-                bound = f"{tol.max_abs_error:g}" + (f" x {scale:.3g} (output scale)" if scale > 1 else "")
-                failures.append(f"{m.name}: max abs error {m.max_abs_error:.3g} > {bound}")
-        if m.top1_agreement is not None:
-            if tol.min_top1 is not None and m.top1_agreement < tol.min_top1:
-                failures.append(f"{m.name}: top-1 agreement {m.top1_agreement:.3f} < {tol.min_top1:g}")
-        elif tol.min_psnr_db is not None and not m.psnr_db >= tol.min_psnr_db:
-            failures.append(f"{m.name}: PSNR {m.psnr_db:.1f} dB < {tol.min_psnr_db:g} dB")
-    return Verdict(not failures, failures)
+            scaled = tol.scale_max_abs and "max_abs_error" not in tol.user_set
+            scale = max(1.0, m.reference_max_abs or 0.0) if scaled else 1.0
+            bound = tol.max_abs_error * scale
+            ok = m.max_abs_error <= bound
+            reason = why("max_abs_error") + (f", x {scale:.3g} (output scale)" if scale > 1 else "")
+            checks.append(Check(m.name, "max_abs_error", bound, m.max_abs_error, ok, reason))
+            if not ok:
+                text = f"{tol.max_abs_error:g}" + (f" x {scale:.3g} (output scale)" if scale > 1 else "")
+                failures.append(f"{m.name}: max abs error {m.max_abs_error:.3g} > {text}")
+        if tol.min_top1 is not None:
+            user = "min_top1" in tol.user_set
+            applies = task == Task.CLASSIFICATION.value or (user and forced != Task.REGRESSION.value
+                                                            and m.top1_agreement is not None)
+            if applies and m.top1_agreement is None:
+                failures.append(f"{m.name}: cannot be judged by top-1 agreement (it is not a (samples, classes) "
+                                "output); set its task to regression")
+                checks.append(Check(m.name, "min_top1", tol.min_top1, float("nan"), False, why("min_top1")))
+            elif applies:
+                ok = m.top1_agreement >= tol.min_top1
+                checks.append(Check(m.name, "min_top1", tol.min_top1, m.top1_agreement, ok, why("min_top1")))
+                if not ok:
+                    failures.append(f"{m.name}: top-1 agreement {m.top1_agreement:.3f} < {tol.min_top1:g}")
+            else:
+                skipped.append(f"top-1 agreement not applied: a {task} output ({tasks[m.name][1]})")
+        if tol.min_psnr_db is not None:
+            user = "min_psnr_db" in tol.user_set
+            if user or task == Task.REGRESSION.value:
+                ok = m.psnr_db >= tol.min_psnr_db
+                checks.append(Check(m.name, "min_psnr_db", tol.min_psnr_db, m.psnr_db, ok, why("min_psnr_db")))
+                if not ok:
+                    failures.append(f"{m.name}: PSNR {m.psnr_db:.1f} dB < {tol.min_psnr_db:g} dB")
+            else:
+                skipped.append("PSNR not applied by default to a classifier output (judged by top-1)")
+        if not any(c.output == m.name for c in checks):
+            skipped.append("no tolerance applies to this output")
+    return Verdict(not failures, failures, checks, notes, tasks)

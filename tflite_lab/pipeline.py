@@ -275,7 +275,7 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
 def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
                      name: str = "The converted .tflite") -> dict:
     from .inspect import inspect_tflite, refuse_unsafe
-    from .metrics import compare_outputs
+    from .metrics import compare_outputs, output_stats
     from .runtime import TFLiteModel
     progress("run tflite")
     t0 = time.perf_counter()
@@ -288,6 +288,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
                               "run without the Flex delegate; its numbers cannot be verified here.")
     model = TFLiteModel(tflite, bench.threads, name, insp)
     in_map, out_map = model.match(sig)
+    warnings += [n.removeprefix("warning: ") for n in model.match_notes if n.startswith("warning: ")]
     samples = _load_npz(prepared["samples_path"])
     reference = _load_npz(prepared["reference_path"]) if prepared["reference_path"] else None
     try:
@@ -301,6 +302,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
                               detail=str(e)) from None
     progress("compare")
     metrics = compare_outputs(reference, candidate) if reference is not None else []
+    stats = output_stats(candidate)
     compare_s = time.perf_counter() - t0
     pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
     pred_path = store.path("predictions", pred_key, ".npz")
@@ -321,6 +323,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "size_ratio": len(tflite) / src["size_bytes"] if src["size_bytes"] else None,
         "num_samples": prepared["num_samples"],
         "metrics": [{**m.to_json(), "per_sample_max_abs": list(m.per_sample_max_abs)} for m in metrics],
+        "output_stats": stats, "matching": model.match_notes,
         "latency": {"original": prepared.get("original_latency"), "tflite": latency},
         "timings_s": {"load": prepared["timings_s"]["load"], "convert": head["convert_s"], "compare": compare_s},
         "tflite_path": tflite_path, "samples_path": prepared["samples_path"],
@@ -329,17 +332,36 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     }
 
 
+NO_REFERENCE = "ran, no reference"
+
+
 def judge_report(report: dict, tolerances: Tolerances | None = None) -> dict:
-    """Apply tolerances (defaults by recipe) to a cell report: adds ``ok`` and ``failures``."""
+    """Apply tolerances (defaults by recipe) to a cell report.
+
+    Adds ``ok``, ``verdict`` ("pass", "fail", or "ran, no reference" for a .tflite run without its
+    original, which fails only on NaN/inf outputs), ``failures`` and ``tolerances``, and to each
+    output its ``task`` and the ``checks`` applied (bound, value, why) or ``not_applied``.
+    """
     from .metrics import judge
-    from .types import OutputMetrics, from_json_number
-    metrics = [OutputMetrics(**{k: (from_json_number(v) if k not in ("name",) else v)
-                                for k, v in m.items() if k != "per_sample_max_abs"}) for m in report["metrics"]]
+    from .types import OutputMetrics
     opt = report["optimization"]
     opt = Optimization.NONE if opt == "provided" else Optimization(opt)
     tol = tolerances or Tolerances.for_optimization(opt)
+    if report.get("reference_path") is None:
+        bad = [s for s in report.get("output_stats", []) if s["nonfinite"]]
+        failures = [f"{s['name']}: {s['nonfinite']} of the outputs are NaN or inf" for s in bad]
+        return {**report, "ok": not failures, "verdict": "fail" if failures else NO_REFERENCE,
+                "failures": failures, "tolerances": tol.to_json()}
+    metrics = [OutputMetrics.from_json(m) for m in report["metrics"]]
     v = judge(metrics, opt, tol)
-    return {**report, "ok": v.ok, "failures": v.failures, "tolerances": asdict(tol)}
+    judged = []
+    for m in report["metrics"]:
+        task, why = v.tasks[m["name"]]
+        judged.append({**m, "task": task, "task_reason": why,
+                       "checks": [c.to_json() for c in v.checks if c.output == m["name"]],
+                       "not_applied": v.notes.get(m["name"], [])})
+    return {**report, "metrics": judged, "ok": v.ok, "verdict": "pass" if v.ok else "fail",
+            "failures": v.failures, "tolerances": tol.to_json()}
 
 
 def report_json(report: dict) -> dict:
@@ -349,10 +371,11 @@ def report_json(report: dict) -> dict:
         return None if not x else {"median": x["median_ms"], "p90": x["p90_ms"]}
     return {
         "route": report["route"], "optimization": report["optimization"], "ok": report["ok"],
-        "int8_io": report.get("int8_io", False),
+        "verdict": report.get("verdict"), "int8_io": report.get("int8_io", False),
         "original_bytes": report["original_bytes"], "tflite_bytes": report["tflite_bytes"],
         "size_ratio": report["size_ratio"], "num_samples": report["num_samples"],
         "outputs": [{k: v for k, v in m.items() if k != "per_sample_max_abs"} for m in report["metrics"]],
+        "output_stats": report.get("output_stats", []), "matching": report.get("matching", []),
         "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
         "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
         "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
@@ -362,7 +385,7 @@ def report_json(report: dict) -> dict:
 
 def failed_cell_json(route: str, optimization: str, error: TFLiteLabError) -> dict:
     """A matrix cell that was refused or failed: same keys, ``ok`` false and the reason."""
-    return {"route": route, "optimization": optimization, "ok": False, "error": error.user_message,
+    return {"route": route, "optimization": optimization, "ok": False, "verdict": "error", "error": error.user_message,
             "error_kind": type(error).__name__, "original_bytes": None, "tflite_bytes": None, "size_ratio": None,
             "num_samples": None, "outputs": [], "latency_ms": {"original": None, "tflite": None},
             "timings_s": None, "warnings": [], "failures": [error.user_message], "calls": [], "command": ""}

@@ -5,11 +5,13 @@ every comparison happens in float. Feeding ``x.astype(np.int8)`` instead gives p
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .errors import ConversionError, SignatureError
 from .signature import tflite_signature
-from .types import Signature
+from .types import Signature, TensorInfo
 
 FILE_OPS = ("ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "PyFunc", "EagerPyFunc")
 
@@ -63,6 +65,7 @@ class TFLiteModel:
             self.in_details = {t.key: d for t, d in zip(self.signature.inputs, self.interpreter.get_input_details())}
             self.out_details = {t.key: d for t, d in zip(self.signature.outputs, self.interpreter.get_output_details())}
         self._shapes = {k: tuple(d["shape"]) for k, d in self.in_details.items()}
+        self.match_notes: list[str] = []
 
     @property
     def batch_size(self) -> int | None:
@@ -71,23 +74,17 @@ class TFLiteModel:
         return None if firsts == {None} else int(max(d or 1 for d in firsts))
 
     def match(self, reference: Signature) -> tuple[dict[str, str], dict[str, str]]:
-        """Map reference input/output names to this model's keys: by key, then name, then order."""
-        def pair(ref, mine):
-            keys = [t.key for t in mine]
-            by_name = {}
-            for t in ref:
-                for cand in (t.key, t.name):
-                    if cand in keys and cand not in by_name.values():
-                        by_name[t.name] = cand
-                        break
-            if len(by_name) == len(ref):
-                return by_name
-            if len(ref) == len(mine):
-                # No signature (e.g. tflite_convert's V1 mode): tensors keep the SavedModel's order.
-                return {t.name: k for t, k in zip(ref, keys)}
-            raise SignatureError(f"The .tflite's tensors ({', '.join(keys)}) do not match the reference's "
-                                 f"({', '.join(t.name for t in ref)}).")
-        return pair(reference.inputs, self.signature.inputs), pair(reference.outputs, self.signature.outputs)
+        """Map reference input/output names to this model's keys (see ``match_tensors``).
+
+        How tensors that were not matched by key were matched is kept in ``match_notes``.
+        Raises SignatureError when the two sides cannot be paired without guessing.
+        """
+        quantized = {k for k, d in {**self.in_details, **self.out_details}.items()
+                     if np.dtype(d["dtype"]).kind in "iu" and (d.get("quantization") or (0.0, 0))[0]}
+        ins, in_notes = match_tensors("input", reference.inputs, self.signature.inputs, quantized)
+        outs, out_notes = match_tensors("output", reference.outputs, self.signature.outputs, quantized)
+        self.match_notes = in_notes + out_notes
+        return ins, outs
 
     def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: quantize(v, self.in_details[k]) for k, v in feed.items()}
@@ -95,13 +92,16 @@ class TFLiteModel:
             out = self.runner(**feed)
         else:
             it = self.interpreter
+            # Resize every input before allocating: allocating between two resizes prepares the graph
+            # with mismatched batches ("XNNPack delegate failed to reshape runtime").
+            resized = [k for k, v in feed.items() if self._shapes[k] != v.shape]
+            for k in resized:
+                it.resize_tensor_input(self.in_details[k]["index"], feed[k].shape)
+                self._shapes[k] = feed[k].shape
+            if resized:
+                it.allocate_tensors()
             for k, v in feed.items():
-                d = self.in_details[k]
-                if self._shapes[k] != v.shape:
-                    it.resize_tensor_input(d["index"], v.shape)
-                    it.allocate_tensors()
-                    self._shapes[k] = v.shape
-                it.set_tensor(d["index"], v)
+                it.set_tensor(self.in_details[k]["index"], v)
             it.invoke()
             out = {k: it.get_tensor(d["index"]) for k, d in self.out_details.items()}
         return {k: dequantize(np.asarray(v), self.out_details[k]) for k, v in out.items()}
@@ -125,6 +125,94 @@ class TFLiteModel:
             parts.append({k: v[:m] for k, v in got.items()})
         inv = {v: k for k, v in (out_names or {k: k for k in parts[0]}).items()}
         return {inv.get(k, k): np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# tflite_convert's V1 mode writes no signature: the outputs are StatefulPartitionedCall[_N][:i], the
+# i-th of the serving signature's outputs in TensorFlow's flattening order (its keys sorted as strings).
+_V1_OUTPUT = re.compile(r"^StatefulPartitionedCall(?:_\d+)?(?::(\d+))?$")
+
+
+def undecorated(name: str) -> str:
+    """A tensor name without the decorations conversion adds: ``serving_default_`` and ``:0``."""
+    name = name[:-2] if name.endswith(":0") else name
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def _elements(shape) -> int | None:
+    n = 1
+    for d in shape:
+        if d is None or d < 0:
+            return None
+        n *= int(d)
+    return n
+
+
+def _compatible(ref: TensorInfo, mine: TensorInfo, quantized: set[str]) -> bool:
+    """Same kind of tensor: dtype (or float vs a quantized integer) and per-sample shape."""
+    rdt, mdt = np.dtype(ref.dtype), np.dtype(mine.dtype)
+    if rdt != mdt and not (rdt.kind == "f" and (mdt.kind == "f" or mine.key in quantized)):
+        return False
+    a, b = tuple(ref.shape[1:]), tuple(mine.shape[1:])
+    if len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b)):
+        return True
+    na, nb = _elements(a), _elements(b)
+    return na is not None and na == nb        # the same values, reshaped (e.g. (n, 1) and (n,))
+
+
+def match_tensors(kind: str, ref: tuple[TensorInfo, ...], mine: tuple[TensorInfo, ...],
+                  quantized: set[str] = frozenset()) -> tuple[dict[str, str], list[str]]:
+    """Pair each reference tensor with one of ``mine``: by key, then by name without decorations
+    (``serving_default_``, ``:0``; tflite_convert V1's ``StatefulPartitionedCall:i``), then by a
+    shape and dtype no other tensor has. Position only when exactly one tensor is left on each
+    side, with a warning; anything else is refused rather than guessed.
+
+    Returns ({reference name: my key}, notes on every tensor not matched by key).
+    """
+    if len(ref) != len(mine):
+        raise SignatureError(f"The .tflite has {len(mine)} {kind}(s) ({', '.join(t.key for t in mine)}) but the "
+                             f"original has {len(ref)} ({', '.join(t.name for t in ref)}).")
+    pairs: dict[str, str] = {}
+    notes: list[str] = []
+    free = {t.key: t for t in mine}
+
+    def take(r: TensorInfo, key: str, how: str | None) -> None:
+        pairs[r.name] = key
+        free.pop(key)
+        if how:
+            notes.append(f"{kind} '{r.name}' matched to '{key}' {how}")
+
+    for r in ref:
+        for cand in (r.key, r.name):
+            if cand and cand in free:
+                take(r, cand, None)
+                break
+    for r in [r for r in ref if r.name not in pairs]:
+        hits = [k for k in free if undecorated(k) in (r.key, r.name)]
+        if len(hits) == 1:
+            take(r, hits[0], "by name (without its serving_default_/:0 decoration)")
+    v1 = {k: int(m.group(1) or 0) for k in free if (m := _V1_OUTPUT.match(k))}
+    if kind == "output" and v1 and len(v1) == len(free):
+        order = sorted(r.key or r.name for r in ref)
+        for r in [r for r in ref if r.name not in pairs]:
+            hits = [k for k, i in v1.items() if k in free and i < len(order) and order[i] == (r.key or r.name)]
+            if len(hits) == 1:
+                take(r, hits[0], "by tflite_convert V1's output numbering (signature keys in sorted order)")
+    for r in [r for r in ref if r.name not in pairs]:
+        hits = [k for k, t in free.items() if _compatible(r, t, quantized)]
+        rivals = [q for q in ref if q.name not in pairs and any(_compatible(q, free[k], quantized) for k in hits)]
+        if len(hits) == 1 and rivals == [r]:
+            take(r, hits[0], f"by shape and dtype (the only {kind} of shape {free[hits[0]].shape_text})")
+    left = [r for r in ref if r.name not in pairs]
+    if len(left) == 1 and len(free) == 1:
+        key = next(iter(free))
+        take(left[0], key, "by position, the only one left: check that this is right")
+        notes[-1] = "warning: " + notes[-1]
+    elif left:
+        raise SignatureError(
+            f"Cannot tell which .tflite {kind} is which: the original's {', '.join(r.name for r in left)} against the "
+            f".tflite's {', '.join(free)} (same shapes and dtypes, no matching names). Export the model with a "
+            "signature (model.export or tf.saved_model.save) so that names carry over.")
+    return pairs, notes
 
 
 def _line(e: BaseException) -> str:

@@ -94,9 +94,25 @@ class ModelSource:
     filename: str
 
 
+class Task(StrEnum):
+    """How an output is judged by default: classifiers by top-1 agreement, the rest by PSNR."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+TOLERANCE_FIELDS = ("max_abs_error", "min_top1", "min_psnr_db")
+
+
 @dataclass(frozen=True)
 class Tolerances:
-    """Pass/fail thresholds; None means the check does not apply."""
+    """Pass/fail thresholds; None means the check does not apply.
+
+    Defaults come from the recipe and apply by task (top-1 to classifiers, PSNR to the rest).
+    A tolerance in ``user_set`` was set by the user and applies to every output it can: max abs
+    and PSNR to all, top-1 to every (samples, classes) output not declared a regression.
+    ``tasks`` overrides the task detected from an output's values, per output name.
+    """
 
     max_abs_error: float | None = None
     min_top1: float | None = None
@@ -104,6 +120,8 @@ class Tolerances:
     # Defaults scale max_abs_error by max(1, max |original|): 1e-4 on probabilities, but a float32
     # regressor predicting ~300 is judged relative to its scale. Tolerances a user sets are absolute.
     scale_max_abs: bool = False
+    user_set: tuple[str, ...] = ()
+    tasks: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def for_optimization(opt: "Optimization | str") -> "Tolerances":
@@ -114,12 +132,34 @@ class Tolerances:
             return Tolerances(max_abs_error=1e-2, scale_max_abs=True)
         return Tolerances(min_top1=0.95, min_psnr_db=30.0)
 
-    def override(self, **kw) -> "Tolerances":
+    def override(self, *, tasks: dict[str, str] | None = None, **kw) -> "Tolerances":
+        """These tolerances with the ones the user set (None: keep) and per-output task overrides."""
+        unknown = set(kw) - set(TOLERANCE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown tolerance(s) {sorted(unknown)}")
         vals = asdict(self)
-        vals.update({k: v for k, v in kw.items() if v is not None})
-        if kw.get("max_abs_error") is not None:
+        given = {k: float(v) for k, v in kw.items() if v is not None}
+        vals.update(given)
+        if "max_abs_error" in given:
             vals["scale_max_abs"] = False
+        vals["user_set"] = tuple(sorted(set(self.user_set) | set(given)))
+        merged = dict(self.tasks)
+        merged.update({k: Task(v).value for k, v in (tasks or {}).items()})
+        vals["tasks"] = tuple(sorted(merged.items()))
         return Tolerances(**vals)
+
+    def task_of(self, output: str) -> str | None:
+        return dict(self.tasks).get(output)
+
+    def to_json(self) -> dict:
+        return {**{f: json_number(getattr(self, f)) for f in TOLERANCE_FIELDS},
+                "scale_max_abs": self.scale_max_abs, "user_set": list(self.user_set), "tasks": dict(self.tasks)}
+
+    @staticmethod
+    def from_json(d: dict) -> "Tolerances":
+        return Tolerances(**{f: from_json_number(d.get(f)) for f in TOLERANCE_FIELDS},
+                          scale_max_abs=bool(d.get("scale_max_abs")), user_set=tuple(d.get("user_set") or ()),
+                          tasks=tuple(sorted((d.get("tasks") or {}).items())))
 
 
 @dataclass(frozen=True)
@@ -177,6 +217,8 @@ class OutputMetrics:
     top1_agreement: float | None = None
     top5_agreement: float | None = None
     reference_max_abs: float | None = None      # max |original output|: the output's scale
+    task: str = "regression"                     # detected from the original's values (see metrics.detect_task)
+    task_reason: str = ""
     per_sample_max_abs: tuple[float, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict:
@@ -190,4 +232,13 @@ class OutputMetrics:
             "top1_agreement": json_number(self.top1_agreement),
             "top5_agreement": json_number(self.top5_agreement),
             "reference_max_abs": json_number(self.reference_max_abs),
+            "task": self.task, "task_reason": self.task_reason,
         }
+
+    @staticmethod
+    def from_json(d: dict) -> "OutputMetrics":
+        nums = ("max_abs_error", "mean_abs_error", "rmse", "cosine", "psnr_db", "top1_agreement",
+                "top5_agreement", "reference_max_abs")
+        return OutputMetrics(name=d["name"], **{k: from_json_number(d.get(k)) for k in nums},
+                             task=d.get("task", Task.REGRESSION.value), task_reason=d.get("task_reason", ""),
+                             per_sample_max_abs=tuple(float(x) for x in d.get("per_sample_max_abs", ())))

@@ -105,12 +105,14 @@ def cell_id(route: str, optimization: str, int8_io: bool = False) -> str:
     return f"{route}-{optimization}" + ("-int8io" if int8_io else "")
 
 
-def tolerances_for(cell: str, report: dict) -> Tolerances:
-    saved = st.session_state["lab_tolerances"].get(cell)
-    if saved is not None:
-        return saved
+def default_tolerances(report: dict) -> Tolerances:
     opt = report["optimization"]
     return Tolerances.for_optimization(Optimization.NONE if opt == "provided" else opt)
+
+
+def tolerances_for(cell: str, report: dict) -> Tolerances:
+    saved = st.session_state["lab_tolerances"].get(cell)
+    return saved if saved is not None else default_tolerances(report)
 
 
 def judged(cell: str) -> dict:
@@ -252,9 +254,12 @@ def save_upload(data: bytes, filename: str) -> str:
     return str(path)
 
 
-def ensure_prepared(progress=None) -> dict:
-    """Samples fixed, reference outputs computed and the model exported: once per model x samples x bench."""
-    m = original()
+def ensure_prepared(progress=None, alone: bool = False) -> dict:
+    """Samples fixed, reference outputs computed and the model exported: once per model x samples x bench.
+
+    ``alone``: a .tflite without its original, prepared from its own signature (nothing to compare).
+    """
+    m = model() if alone else original()
     if m is None:
         raise TFLiteLabError("Load a model on the Model page first.")
     spec, bench = samples().spec, bench_spec()

@@ -20,23 +20,47 @@ if cell is None:
     st.stop()
 
 report = common.reports()[cell]
+if report.get("reference_path") is None:
+    # A .tflite run without its original: nothing to compare, but NaN/inf outputs still fail.
+    judged = common.judged(cell)
+    st.metric("Verdict", tables.verdict(judged))
+    st.info("No original model was given, so nothing was compared: the .tflite was run on the samples. "
+            "Upload the original on the Model page to compare.", icon=":material/info:")
+    st.dataframe(tables.styled(tables.output_stats_frame(judged)), hide_index=True, placeholder="–")
+    for f in judged["failures"]:
+        st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
+    st.stop()
+
 tol = common.tolerances_for(cell, report)
+default = common.default_tolerances(report)
 keys = {f: f"tol_{f}_{cell}" for f in ("max_abs_error", "min_top1", "min_psnr_db")}
+task_keys = {mm["name"]: f"task_{mm['name']}_{cell}" for mm in report["metrics"]}
+AUTO = "detected"
 
 
 def save_tolerances():
-    values = {f: ss[k] for f, k in keys.items()}
-    # The default max abs scales with the output; once the user changes it, it is absolute.
-    values["scale_max_abs"] = tol.scale_max_abs and values["max_abs_error"] == tol.max_abs_error
-    ss["lab_tolerances"][cell] = Tolerances(**values)
+    # A value the user changes is theirs: it applies to every output it can, and max abs is absolute.
+    changed = {f: ss[k] for f, k in keys.items() if ss[k] != getattr(default, f)}
+    cleared = [f for f in changed if changed[f] is None]
+    tasks = {name: ss[k] for name, k in task_keys.items() if ss.get(k, AUTO) != AUTO}
+    new = default.override(**{f: v for f, v in changed.items() if v is not None}, tasks=tasks)
+    if cleared:     # an emptied field: that check is off
+        from dataclasses import replace
+        new = replace(new, **{f: None for f in cleared})
+    ss["lab_tolerances"][cell] = new
 
 
-top[1].number_input("Max abs error ≤" + (" (× output scale)" if tol.scale_max_abs else ""), min_value=0.0, value=tol.max_abs_error, format="%.2e", step=1e-4,
-                    key=keys["max_abs_error"], on_change=save_tolerances, placeholder="not checked")
+user = set(tol.user_set)
+top[1].number_input("Max abs error ≤" + (" (× output scale)" if tol.scale_max_abs and "max_abs_error" not in user else ""),
+                    min_value=0.0, value=tol.max_abs_error, format="%.2e", step=1e-4,
+                    key=keys["max_abs_error"], on_change=save_tolerances, placeholder="not checked",
+                    help="Applies to every output. The recipe's default scales with the output's largest value.")
 top[2].number_input("Top-1 agreement ≥", min_value=0.0, max_value=1.0, value=tol.min_top1, step=0.01, format="%.3f",
-                    key=keys["min_top1"], on_change=save_tolerances, placeholder="not checked")
+                    key=keys["min_top1"], on_change=save_tolerances, placeholder="not checked",
+                    help="By default on classifier outputs; once you set it, on every (samples, classes) output.")
 top[3].number_input("PSNR (dB) ≥", value=tol.min_psnr_db, step=1.0, format="%.1f", key=keys["min_psnr_db"],
-                    on_change=save_tolerances, placeholder="not checked")
+                    on_change=save_tolerances, placeholder="not checked",
+                    help="By default on non-classifier outputs; once you set it, on every output.")
 
 judged = common.judged(cell)
 reference, predicted = common.load_npz(report["reference_path"]), common.load_npz(report["predictions_path"])
@@ -44,14 +68,28 @@ inputs = common.load_npz(report["samples_path"])
 frame = tables.metrics_frame(judged)
 top1 = tables.min_top1(report)
 c = st.columns(5)
-c[0].metric("Verdict", "PASS" if judged["ok"] else "FAIL")
+c[0].metric("Verdict", tables.verdict(judged))
 c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
-c[2].metric("Worst max abs error", f"{tables.worst_error(report):.3g}")
-c[3].metric("Lowest top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
+c[2].metric("Worst max abs error", tables.number(tables.worst_error(report)))
+c[3].metric("Lowest top-1 agreement", tables.number(top1, ".1%"))
 c[4].metric("Samples compared", report["num_samples"])
-st.dataframe(tables.styled(frame), hide_index=True, placeholder="–")
+st.dataframe(tables.styled(frame), hide_index=True, placeholder="–",
+             column_config={"tolerances applied": st.column_config.TextColumn(width="large")})
 for f in judged["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
+for n in report.get("matching", []):
+    (st.warning if n.startswith("warning: ") else st.caption)(f"Tensor matching: {n.removeprefix('warning: ')}")
+with st.expander("How each output is judged"):
+    st.caption("Classifier outputs (rows of probabilities) are judged by top-1 agreement, the others by PSNR; "
+               "the max abs error applies to all. Override the detected task per output:")
+    cols = st.columns(min(4, max(1, len(task_keys))))
+    for i, mm in enumerate(judged["metrics"]):
+        detected = next(x for x in report["metrics"] if x["name"] == mm["name"]).get("task", "regression")
+        cols[i % len(cols)].selectbox(
+            f"'{mm['name']}'", [AUTO, "classification", "regression"], key=task_keys[mm["name"]],
+            index=[AUTO, "classification", "regression"].index(tol.task_of(mm["name"]) or AUTO),
+            format_func=lambda t, d=detected: f"{d} (detected)" if t == AUTO else t, on_change=save_tolerances,
+            help=next(x for x in report["metrics"] if x["name"] == mm["name"]).get("task_reason"))
 d = st.columns([1, 1, 4])
 d[0].download_button("Metrics (.csv)", frame.to_csv(index=False), f"{cell}-metrics.csv", mime="text/csv",
                      icon=":material/download:", on_click="ignore")
@@ -61,18 +99,20 @@ d[1].download_button("Predictions (.npz)", lambda: Path(report["predictions_path
 
 outputs = list(reference)
 per_sample = {mm["name"]: mm["per_sample_max_abs"] for mm in report["metrics"]}
-worst = np.nan_to_num(np.max(np.array(list(per_sample.values()), dtype=float), axis=0), nan=np.inf)
-order = [int(i) for i in np.argsort(-worst, kind="stable")]
+worst = np.max(np.array(list(per_sample.values()), dtype=float), axis=0)      # NaN stays NaN
+order = [int(i) for i in np.argsort(-np.nan_to_num(worst, nan=np.inf), kind="stable")]    # NaN first
+bounds = {c["bound"] for mm in judged["metrics"] for c in mm.get("checks", []) if c["metric"] == "max_abs_error"}
 figures = [(f"scatter_{name}", charts.scatter_figure(reference[name], predicted[name], name)) for name in outputs]
 figures += [("error_hist", charts.error_histogram_figure(reference, predicted)),
-            ("per_sample", charts.per_sample_error_figure(per_sample, tol.max_abs_error, ss.get(f"drill_{cell}")))]
+            ("per_sample", charts.per_sample_error_figure(
+                per_sample, float(bounds.pop()) if len(bounds) == 1 else None, ss.get(f"drill_{cell}")))]
 for i in range(0, len(figures), 3):
     for col, (key, fig) in zip(st.columns(3), figures[i:i + 3]):
         col.plotly_chart(fig, key=key)
 
 st.subheader("Sample drill-down", divider="gray")
 sample = st.selectbox("Sample (worst first)", order, key=f"drill_{cell}",
-                      format_func=lambda i: f"#{i} — max |Δ| {worst[i]:.3g}")
+                      format_func=lambda i: f"#{i} — max |Δ| {tables.number(worst[i])}")
 cols = st.columns(3)
 for name, x in inputs.items():
     cols[0].plotly_chart(charts.input_figure(x[sample], name), key=f"input_{name}")
@@ -81,7 +121,8 @@ for name in outputs:
     cols[1].plotly_chart(charts.output_pair_figure(ref, out, name), key=f"pair_{name}")
     cols[2].plotly_chart(charts.difference_figure(ref, out, name), key=f"diff_{name}")
 
-classifiers = [mm["name"] for mm in report["metrics"] if mm["top1_agreement"] is not None]
+classifiers = [mm["name"] for mm in judged["metrics"]
+               if mm["top1_agreement"] is not None and mm.get("task") == "classification"]
 if classifiers:
     st.subheader("Classifier agreement", divider="gray")
     cols = st.columns(2)

@@ -13,12 +13,16 @@ from tflite_lab.types import Optimization, Route
 st.title("Convert")
 m = common.need_model() or st.stop()
 orig = common.original()
-if orig is None:
-    st.info(refusal(Route.SAVED_MODEL, Optimization.NONE, m.format) + " Upload the original on the Model page.")
-    st.stop()
+alone = orig is None        # a .tflite without its original: it can be run, not compared
+if alone:
+    st.info(refusal(Route.SAVED_MODEL, Optimization.NONE, m.format) + " Upload the original on the Model page "
+            "to compare, or run it alone: its outputs are checked for NaN/inf, nothing is compared.",
+            icon=":material/info:")
 
 left, right = st.columns(2, gap="large")
-if m is orig:
+if alone:
+    cell, reason = "provided", None
+elif m is orig:
     routes = [r.value for r in Route]
     route = left.radio("Route", routes, index=routes.index(Route.SAVED_MODEL.value), key="conv_route",
                        persist_state="session", format_func=lambda r: CAPABILITIES[Route(r)].title,
@@ -36,7 +40,7 @@ else:   # an uploaded .tflite: nothing to convert, it is compared with its origi
 
 # Pre-flight: what we already know will matter, before any work.
 preflight = list(m.description["inspection"]["findings"] if m.description.get("inspection") else [])
-if orig.description["info"].get("recurrent"):
+if not alone and orig.description["info"].get("recurrent"):
     preflight.append("Recurrent layers: the conversion uses a fixed batch of 1 (a dynamic batch fails on TF 2.21).")
 prepared = st.session_state.get("lab_prepared")
 preflight += prepared["warnings"] if prepared else []
@@ -45,11 +49,12 @@ for w in preflight:
 if reason:
     st.error(reason, icon=":material/block:")
 
-if st.button("Convert" if cell != "provided" else "Compare", type="primary", disabled=bool(reason), key="convert"):
+label = "Run it alone" if alone else "Compare" if cell == "provided" else "Convert"
+if st.button(label, type="primary", disabled=bool(reason), key="convert"):
     with st.status(f"{cell}…", expanded=True) as status:
         log = common.StepLog(status, cell)
         try:
-            prepared = common.ensure_prepared(log)
+            prepared = common.ensure_prepared(log, alone=alone)
             if cell == "provided":
                 common.run_provided(prepared, log)
             else:
@@ -70,14 +75,17 @@ orig_ms = (lat.get("original") or {}).get("median_ms")
 tfl_ms = (lat.get("tflite") or {}).get("median_ms")
 st.subheader(f"Result: {cell}" + (" (from the cache)" if report.get("cached") else ""), divider="gray")
 c = st.columns(5)
-c[0].metric("Verdict", "PASS" if report["ok"] else "FAIL", help="Against the tolerances (editable on Compare)")
-c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]), f"{report['size_ratio'] - 1:+.0%} vs original",
-            delta_color="inverse")
-c[2].metric("Max abs error", f"{tables.worst_error(report):.3g}")
+c[0].metric("Verdict", tables.verdict(report), help="Against the tolerances (editable on Compare)" if not alone
+            else "Nothing was compared: no original model. Fails only when an output is NaN/inf.")
+c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]),
+            None if alone else f"{report['size_ratio'] - 1:+.0%} vs original", delta_color="inverse")
+c[2].metric("Max abs error", tables.number(tables.worst_error(report)))
 top1 = tables.min_top1(report)
-c[3].metric("Top-1 agreement", f"{top1:.1%}" if top1 is not None else "–")
+c[3].metric("Top-1 agreement", tables.number(top1, ".1%"))
 c[4].metric("Latency (median)", human_ms(tfl_ms),
             f"{tfl_ms / orig_ms - 1:+.0%} vs original" if tfl_ms and orig_ms else None, delta_color="inverse")
+if alone:
+    st.dataframe(tables.styled(tables.output_stats_frame(report)), hide_index=True, placeholder="–")
 for f in report["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
 
@@ -88,7 +96,7 @@ if report["calls"]:
     tabs[0].code(code, language=language)
     tabs[1].code(tables.cli_line(report), language="bash")
 d = st.columns([1, 1, 4])
-stem = Path(orig.filename).stem
+stem = Path((m if alone else orig).filename).stem
 d[0].download_button("Download .tflite", lambda: Path(report["tflite_path"]).read_bytes(), f"{stem}-{cell}.tflite",
                      mime="application/octet-stream", type="primary", icon=":material/download:", on_click="ignore")
 d[1].download_button("Samples (.npz)", lambda: Path(report["samples_path"]).read_bytes(), f"{stem}-samples.npz",

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pages.common import cell_id, failures, judged, original, reports, samples
+from tflite_lab import metrics
 from tflite_lab.types import Optimization, SourceFormat
 
 
@@ -21,20 +22,51 @@ def signature_frame(signature: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CHECK_LABELS = {"max_abs_error": "max abs error ≤", "min_top1": "top-1 ≥", "min_psnr_db": "PSNR ≥ (dB)",
+                "finite": "no NaN/inf"}
+
+
+def check_text(c: dict) -> str:
+    bound = "" if c["metric"] == "finite" else f" {_formatter('.3g')(_f(c['bound']))}"
+    return f"{CHECK_LABELS[c['metric']]}{bound}: {'ok' if c['ok'] else 'FAIL'} ({c['why']})"
+
+
 def metrics_frame(report: dict) -> pd.DataFrame:
-    """One row per output with pass/fail (from ``judge_report``'s failures, which name the output)."""
+    """One row per output: its task, status, metrics, and every tolerance applied (with where it comes from)."""
     rows = []
     for m in report["metrics"]:
         why = [f.split(": ", 1)[1] for f in report.get("failures", []) if f.startswith(m["name"] + ":")]
-        rows.append({"output": m["name"], "status": "FAIL" if why else "pass",
+        checks = [check_text(c) for c in m.get("checks", [])] + list(m.get("not_applied", []))
+        rows.append({"output": m["name"], "task": m.get("task", ""), "status": "FAIL" if why else "pass",
                      "max abs error": _f(m["max_abs_error"]), "mean abs error": _f(m["mean_abs_error"]),
                      "RMSE": _f(m["rmse"]), "cosine": _f(m["cosine"]), "PSNR (dB)": _f(m["psnr_db"]),
                      "top-1 agreement": _f(m["top1_agreement"]), "top-5 agreement": _f(m["top5_agreement"]),
-                     "why": "; ".join(why)})
+                     "tolerances applied": "; ".join(checks), "why": "; ".join(why)})
     return pd.DataFrame(rows, dtype=object)
 
 
-STATUS_COLORS = {"pass": "#0B8A5F", "FAIL": "#D62728", "error": "#E67E22", "refused": "#8A8A8A", "running": "#1F77B4"}
+def output_stats_frame(report: dict) -> pd.DataFrame:
+    """A .tflite run without its original: what each output looks like, NaN/inf counted."""
+    rows = [{"output": o["name"], "shape": shape_text(o["shape"]), "min": _f(o["min"]), "max": _f(o["max"]),
+             "mean": _f(o["mean"]), "NaN/inf values": o["nonfinite"],
+             "status": "FAIL" if o["nonfinite"] else "ran"} for o in report.get("output_stats", [])]
+    return pd.DataFrame(rows, dtype=object)
+
+
+VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "Ran, no reference"}
+
+
+def verdict(report: dict) -> str:
+    """The headline: PASS/FAIL against tolerances, or 'Ran, no reference' when nothing was compared."""
+    return VERDICT_TEXT.get(report.get("verdict"), "PASS" if report["ok"] else "FAIL")
+
+
+def number(x, spec: str = ".3g") -> str:
+    """A headline number: NaN and inf shown as such, None as a dash."""
+    return _formatter(spec)(x)
+
+
+STATUS_COLORS = {"pass": "#0B8A5F", "ran": "#0B8A5F", "FAIL": "#D62728", "error": "#E67E22", "refused": "#8A8A8A", "running": "#1F77B4"}
 
 
 def _formatter(spec: str):
@@ -48,7 +80,7 @@ def _formatter(spec: str):
 
 FORMATS = {"max abs error": ".2e", "mean abs error": ".2e", "RMSE": ".2e", "cosine": ".6f", "PSNR (dB)": ".1f",
            "top-1 agreement": ".1%", "top-5 agreement": ".1%", "size (KB)": ",.1f", "size vs original": ".1%",
-           "top-1": ".1%", "latency (ms)": ".4f"}
+           "top-1": ".1%", "latency (ms)": ".4f", "min": ".4g", "max": ".4g", "mean": ".4g"}
 
 
 def styled(frame: pd.DataFrame):
@@ -64,13 +96,13 @@ def _f(x) -> float | None:
     return None if x is None else float(x)     # JSON's "nan"/"inf" strings back to floats
 
 
-def worst_error(report: dict) -> float:
-    return max((float(m["max_abs_error"]) for m in report["metrics"]), default=float("nan"))
+def worst_error(report: dict) -> float | None:
+    """The largest max abs error over the outputs; NaN if any output's is NaN (never dropped)."""
+    return metrics.worst(m["max_abs_error"] for m in report["metrics"])
 
 
 def min_top1(report: dict) -> float | None:
-    vals = [float(m["top1_agreement"]) for m in report["metrics"] if m["top1_agreement"] is not None]
-    return min(vals) if vals else None
+    return metrics.worst((m["top1_agreement"] for m in report["metrics"]), lowest=True)
 
 
 def reproduction(report: dict, prepared: dict) -> tuple[str, str]:

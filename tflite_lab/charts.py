@@ -107,19 +107,35 @@ def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str
 
 def per_sample_error_figure(per_sample: dict[str, list[float]], tolerance: float | None = None,
                             highlight: int | None = None) -> go.Figure:
-    """One bar per sample: its largest |original - TFLite| over the output's elements."""
+    """One bar per sample: its largest |original - TFLite| over the output's elements.
+
+    A NaN/inf sample has no bar height, so it is drawn as a red marker at the top of the axis and
+    counted in the title: it must stand out, not vanish.
+    """
     fig = go.Figure()
+    finite_max = max((float(np.max(_finite(e))) for e in per_sample.values() if _finite(e).size), default=0.0)
+    top = max(finite_max, tolerance or 0.0) * 1.1 or 1.0
+    bad_total = 0
     for name, errs in per_sample.items():
         e = np.asarray(errs, dtype=np.float64)
-        fig.add_trace(go.Bar(x=np.arange(len(e)), y=np.where(np.isfinite(e), e, np.nan), name=name,
+        ok = np.isfinite(e)
+        fig.add_trace(go.Bar(x=np.arange(len(e)), y=np.where(ok, e, np.nan), name=name,
                              hovertemplate="sample %{x}<br>max |Δ| %{y:.3g}<extra>" + name + "</extra>"))
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            bad_total += bad.size
+            fig.add_trace(go.Scatter(
+                x=bad, y=[top] * bad.size, mode="markers", name=f"{name}: NaN/inf",
+                marker={"symbol": "x", "size": 11, "color": FAIL_COLOR}, text=[str(e[i]) for i in bad],
+                hovertemplate="sample %{x}<br>max |Δ| %{text}<extra>" + name + "</extra>"))
     if tolerance is not None:
         fig.add_hline(y=tolerance, line={"color": FAIL_COLOR, "dash": "dot"},
                       annotation_text=f"tolerance {tolerance:g}", annotation_position="top left")
     if highlight is not None:
         fig.add_vline(x=highlight, line={"color": "black", "width": 1, "dash": "dash"})
     fig.update_layout(barmode="group", bargap=0.1)
-    return _layout(fig, "Max absolute error per sample", "sample index", "max |original − TFLite|")
+    title = "Max absolute error per sample" + (f" — {bad_total} NaN/inf (red ×)" if bad_total else "")
+    return _layout(fig, title, "sample index", "max |original − TFLite|")
 
 
 def is_image_shaped(shape: tuple) -> bool:
@@ -272,6 +288,8 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     """Size against max error for every computed cell; colour is latency; the Pareto front is
     joined by a line and the best passing cell is starred.
 
+    Cells whose error has no place on a log axis are still drawn: NaN/inf at the top (red, labelled),
+    exact zeros at the bottom. Cells without a latency are grey, never coloured as 0 ms.
     ``rows``: dicts with cell, size_bytes, max_abs_error, latency_ms (or None) and ok.
     """
     rows = [r for r in rows if r.get("size_bytes")]
@@ -279,36 +297,56 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     if not rows:
         return _layout(fig, "Size vs error (no cell computed yet)", "size (KB)", "max abs error")
     size_kb = [r["size_bytes"] / 1024 for r in rows]
-    err = [_num(r.get("max_abs_error")) for r in rows]
-    plot_err = [e if math.isfinite(e) and e > 0 else None for e in err]
+    err = [float(r.get("max_abs_error")) if r.get("max_abs_error") is not None else math.nan for r in rows]
+    plottable = [e for e in err if math.isfinite(e) and e > 0]
+    hi = max(plottable) * 10 if plottable else 1.0
+    lo = min(plottable) / 10 if plottable else 1e-9
+    y = [e if math.isfinite(e) and e > 0 else (lo if e == 0 else hi) for e in err]
     lat = [r.get("latency_ms") for r in rows]
-    has_lat = any(v is not None for v in lat)
-    fig.add_trace(go.Scatter(
-        x=size_kb, y=plot_err, mode="markers", customdata=[r["cell"] for r in rows], name="cells",
-        marker={"size": 14, "symbol": ["circle" if r.get("ok") else "x" for r in rows],
-                "color": [v if v is not None else 0 for v in lat] if has_lat else TFLITE_COLOR,
-                "colorscale": "Viridis", "showscale": has_lat,
-                "colorbar": {"title": {"text": "latency (ms)"}} if has_lat else None,
-                "line": {"width": 1, "color": "black"}},
-        hovertemplate="%{customdata}<br>%{x:,.1f} KB<br>max abs error %{y:.3g}<extra></extra>"))
-    front = sorted(pareto_front(list(zip(size_kb, [e if e > 0 else 1e-300 for e in err]))), key=lambda i: size_kb[i])
+    has_lat = [v is not None and math.isfinite(float(v)) for v in lat]
+    lat_values = [float(v) for v, h in zip(lat, has_lat) if h]
+    symbol = ["circle" if r.get("ok") else "x" for r in rows]
+    hover = "%{customdata}<br>%{x:,.1f} KB<br>max abs error %{text}<extra></extra>"
+    text = [("NaN" if math.isnan(e) else str(e)) if not math.isfinite(e) else f"{e:.3g}" for e in err]
+
+    def group(idx, name, marker):
+        if idx:
+            fig.add_trace(go.Scatter(x=[size_kb[i] for i in idx], y=[y[i] for i in idx], mode="markers", name=name,
+                                     customdata=[rows[i]["cell"] for i in idx], text=[text[i] for i in idx],
+                                     marker={"size": 14, "symbol": [symbol[i] for i in idx],
+                                             "line": {"width": 1, "color": "black"}, **marker},
+                                     hovertemplate=hover))
+
+    normal = [i for i, e in enumerate(err) if math.isfinite(e)]
+    group([i for i in normal if has_lat[i]], "cells",
+          {"color": [float(lat[i]) for i in normal if has_lat[i]], "colorscale": "Viridis", "showscale": True,
+           "cmin": min(lat_values) if lat_values else None, "cmax": max(lat_values) if lat_values else None,
+           "colorbar": {"title": {"text": "latency (ms)"}}})
+    group([i for i in normal if not has_lat[i]], "latency not measured", {"color": "#B0B0B0"})
+    broken = [i for i, e in enumerate(err) if not math.isfinite(e)]
+    group(broken, "NaN/inf error (drawn at the top)", {"color": FAIL_COLOR})
+    for i in broken:
+        fig.add_annotation(x=size_kb[i], y=math.log10(hi), text=f"{rows[i]['cell']}: {text[i]}", showarrow=False,
+                           yshift=16, font={"size": 11, "color": FAIL_COLOR})
+    front = sorted(pareto_front(list(zip(size_kb, [1e-300 if e == 0 else e for e in err]))), key=lambda i: size_kb[i])
     if len(front) > 1:
-        fig.add_trace(go.Scatter(x=[size_kb[i] for i in front], y=[plot_err[i] for i in front], mode="lines",
+        fig.add_trace(go.Scatter(x=[size_kb[i] for i in front], y=[y[i] for i in front], mode="lines",
                                  name="Pareto front", line={"color": "gray", "dash": "dot"}, hoverinfo="skip"))
     # Routes often give byte-identical models: label each front position once, with how many share it.
     for i in front:
         same = [r["cell"] for j, r in enumerate(rows) if size_kb[j] == size_kb[i] and err[j] == err[i]]
-        if same[0] == rows[i]["cell"] and plot_err[i] is not None:
+        if same[0] == rows[i]["cell"]:
             label = same[0] + (f" +{len(same) - 1}" if len(same) > 1 else "")
-            fig.add_annotation(x=size_kb[i], y=math.log10(plot_err[i]), text=label, showarrow=False, yshift=16,
+            fig.add_annotation(x=size_kb[i], y=math.log10(y[i]), text=label, showarrow=False, yshift=16,
                                font={"size": 11})
     best = best_cell(rows)
     if best:
         i = [r["cell"] for r in rows].index(best)
-        fig.add_trace(go.Scatter(x=[size_kb[i]], y=[plot_err[i]], mode="markers", name=f"best: {best}",
+        fig.add_trace(go.Scatter(x=[size_kb[i]], y=[y[i]], mode="markers", name=f"best: {best}",
                                  marker={"size": 26, "symbol": "star", "color": "rgba(0,0,0,0)",
                                          "line": {"width": 2, "color": PASS_COLOR}}, hoverinfo="skip"))
     zeros = [rows[i]["cell"] for i, e in enumerate(err) if e == 0]
-    title = "Size vs error (× = out of tolerance" + (f"; exact: {', '.join(zeros)}" if zeros else "") + ")"
+    title = ("Size vs error (× = out of tolerance" + (f"; exact, drawn at the bottom: {', '.join(zeros)}" if zeros else "")
+             + (f"; {len(broken)} with NaN/inf" if broken else "") + ")")
     fig.update_yaxes(type="log")
     return _layout(fig, title, "TFLite size (KB)", "max abs error (log scale)", height=460)

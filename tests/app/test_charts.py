@@ -83,3 +83,25 @@ def test_human_units():
     assert charts.human_bytes(1536) == "1.5 KB" and charts.human_bytes(512) == "512 B"
     assert charts.human_ms(0.0068) == "6.8 µs" and charts.human_ms(12.3) == "12.3 ms"
     assert charts.human_ms(None) == "–"
+
+
+def test_per_sample_nan_is_a_red_marker_not_a_missing_bar():
+    fig = charts.per_sample_error_figure({"a": [0.1, 0.2], "b": [0.05, float("nan")]})
+    marks = [t for t in fig.data if t.name == "b: NaN/inf"]
+    assert len(marks) == 1 and list(marks[0].x) == [1] and marks[0].y[0] > 0.2
+    assert "1 NaN/inf" in fig.layout.title.text
+
+
+def test_pareto_keeps_nan_cells_and_does_not_colour_missing_latency_as_zero():
+    rows = [{"cell": "a-none", "size_bytes": 4000, "max_abs_error": 1e-7, "latency_ms": 0.1, "ok": True},
+            {"cell": "a-int8", "size_bytes": 1000, "max_abs_error": "nan", "latency_ms": 0.05, "ok": False},
+            {"cell": "a-dynamic", "size_bytes": 1100, "max_abs_error": 0.01, "latency_ms": None, "ok": True}]
+    fig = charts.pareto_figure(rows)
+    by_name = {t.name: t for t in fig.data}
+    broken = by_name["NaN/inf error (drawn at the top)"]
+    assert list(broken.customdata) == ["a-int8"] and broken.y[0] > 1e-7 * 10
+    assert any("a-int8: NaN" in (a.text or "") for a in fig.layout.annotations)
+    grey = by_name["latency not measured"]
+    assert list(grey.customdata) == ["a-dynamic"] and grey.marker.color == "#B0B0B0"
+    assert list(by_name["cells"].marker.color) == [0.1]       # only measured latencies on the colour scale
+    assert "1 with NaN/inf" in fig.layout.title.text

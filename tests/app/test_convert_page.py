@@ -44,7 +44,9 @@ def test_convert_shows_verdict_code_and_download(digits):
 def test_int8_shows_calibration_code(digits):
     convert(digits, "keras", "int8")
     assert_clean(digits)
-    assert metrics(digits)["Verdict"] in ("PASS", "FAIL")
+    shown = metrics(digits)
+    # The trained digits CNN keeps top-1 on its samples under int8 (measured 99.4 %): a PASS by top-1.
+    assert shown["Verdict"] == "PASS" and float(shown["Top-1 agreement"].rstrip("%")) >= 95
     code = digits.code[0].value
     assert "def representative_dataset():" in code and "TFLITE_BUILTINS_INT8" in code
 
@@ -62,7 +64,8 @@ def test_cli_route_shows_the_shell_command(app):
     use_sample(app, "breast_cancer_mlp")
     convert(app, "cli", "dynamic")
     assert_clean(app)
-    assert metrics(app)["Verdict"] in ("PASS", "FAIL")
+    # Dynamic range leaves this small MLP's probabilities within float noise (measured PSNR ~150 dB).
+    assert metrics(app)["Verdict"] == "PASS"
     shell = app.code[0].value
     assert "model.export(EXPORT)" in shell    # Keras files are exported first, then converted
     assert "\ntflite_convert --saved_model_dir=breast_cancer_mlp_export" in shell and "--post_training_quantize" in shell

@@ -22,10 +22,12 @@ def test_matrix_on_a_zipped_saved_model(app):
     assert status["cli-int8"] == "refused" and "cannot calibrate" in dict(zip(table["cell"], table["note"]))["cli-int8"]
     ran = [c for c, s in status.items() if s != "refused"]
     assert len(ran) == 13
-    assert all(status[c] in ("pass", "FAIL") for c in ran), (status, app.session_state["lab_failures"])
+    # Measured: on 64 random samples every computed cell of this regressor is within its recipe's tolerance
+    # (int8 PSNR just over 30 dB); a wrong status here means the judging changed.
+    assert all(status[c] == "pass" for c in ran), (status, app.session_state["lab_failures"])
     assert app.button(key="run_matrix").disabled        # nothing left to redo
     assert len(app.get("plotly_chart")) == 1            # the Pareto chart
-    assert any(s.startswith("Best: **") for s in texts(app.success)) or not any(s == "pass" for s in status.values())
+    assert any(s.startswith("Best: **") for s in texts(app.success))
 
     app.selectbox(key="matrix_open_pick").set_value("saved_model-float16").run()
     app.button(key="matrix_open").click().run()

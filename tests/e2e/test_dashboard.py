@@ -90,7 +90,7 @@ def test_matrix_on_a_small_model(page: Page):
 
     page.get_by_role("button", name="Open on Compare").click()
     expect(page.get_by_role("heading", name="Compare", exact=True).first).to_be_visible()
-    expect(metric(page, "Verdict")).to_have_text(re.compile("PASS|FAIL"))
+    expect(metric(page, "Verdict")).to_have_text("PASS")      # the best cell is, by definition, within tolerance
 
 
 def test_a_corrupt_upload_shows_one_clear_line(page: Page, tmp_path):

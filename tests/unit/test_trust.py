@@ -69,8 +69,8 @@ def models(tmp_path_factory):
     return d
 
 
-def _prepared(path, **spec):
-    return prepare(source_json(source_from_path(path)), SampleSpec(**spec), NO_BENCH)
+def _prepared(model, **spec):
+    return prepare(source_json(source_from_path(model)), SampleSpec(**spec), NO_BENCH)
 
 
 # ---- judging ----

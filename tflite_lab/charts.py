@@ -174,7 +174,8 @@ def output_pair_figure(reference: np.ndarray, candidate: np.ndarray, name: str) 
     fig = go.Figure([go.Bar(x=idx, y=ref, name="original", marker_color=ORIGINAL_COLOR),
                      go.Bar(x=idx, y=out, name="TFLite", marker_color=TFLITE_COLOR)])
     fig.update_layout(barmode="group")
-    return _layout(fig, f"Output '{name}': original and TFLite", "element (class) index", "value", height=340)
+    return _layout(fig, f"Output '{name}': original and TFLite" + _nonfinite_note(ref, out), "element (class) index",
+                   "value", height=340)
 
 
 def difference_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:
@@ -182,7 +183,14 @@ def difference_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -
     d = np.asarray(candidate, dtype=np.float64).ravel() - np.asarray(reference, dtype=np.float64).ravel()
     fig = go.Figure(go.Bar(x=np.arange(d.size), y=d, marker_color=np.where(d >= 0, TFLITE_COLOR, ORIGINAL_COLOR),
                            name="difference", hovertemplate="element %{x}: %{y:.3g}<extra></extra>"))
-    return _layout(fig, f"Difference TFLite − original: '{name}'", "element (class) index", "difference", height=340)
+    return _layout(fig, f"Difference TFLite − original: '{name}'" + _nonfinite_note(d), "element (class) index",
+                   "difference", height=340)
+
+
+def _nonfinite_note(*arrays) -> str:
+    """' — k NaN/inf (no bar)' when any value cannot be drawn as a bar."""
+    bad = sum(int(np.sum(~np.isfinite(np.asarray(a, dtype=np.float64)))) for a in arrays)
+    return f" — {bad} NaN/inf (no bar)" if bad else ""
 
 
 def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:

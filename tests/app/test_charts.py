@@ -105,3 +105,10 @@ def test_pareto_keeps_nan_cells_and_does_not_colour_missing_latency_as_zero():
     assert list(grey.customdata) == ["a-dynamic"] and grey.marker.color == "#B0B0B0"
     assert list(by_name["cells"].marker.color) == [0.1]       # only measured latencies on the colour scale
     assert "1 with NaN/inf" in fig.layout.title.text
+
+
+def test_drill_down_charts_count_nan_values():
+    ref, out = np.array([1.0, 2.0]), np.array([1.0, np.nan])
+    assert "1 NaN/inf (no bar)" in charts.output_pair_figure(ref, out, "y").layout.title.text
+    assert "1 NaN/inf (no bar)" in charts.difference_figure(ref, out, "y").layout.title.text
+    assert "NaN" not in charts.difference_figure(ref, ref, "y").layout.title.text

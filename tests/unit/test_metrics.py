@@ -78,15 +78,16 @@ def test_reported_metrics_recomputed_with_numpy(tmp_path):
     runner = it.get_signature_runner("serving_default")
     got = runner(image=samples["image"], stats=samples["stats"])
     tfl = {"digit": got["output_0"], "ink": got["output_1"]}
+    # The reference is a second Keras run here: its float32 sums may land ~1e-8 apart from the worker's.
     for o in report["outputs"]:
         a, b = ref[o["name"]].astype(np.float64), tfl[o["name"]].astype(np.float64)
         d = np.abs(a - b)
-        assert o["max_abs_error"] == pytest.approx(d.max(), rel=1e-6, abs=1e-9)
-        assert o["mean_abs_error"] == pytest.approx(d.mean(), rel=1e-6, abs=1e-9)
-        assert o["rmse"] == pytest.approx(np.sqrt((d ** 2).mean()), rel=1e-6, abs=1e-9)
-        assert o["cosine"] == pytest.approx(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-6)
+        assert o["max_abs_error"] == pytest.approx(d.max(), rel=1e-5, abs=1e-7)
+        assert o["mean_abs_error"] == pytest.approx(d.mean(), rel=1e-5, abs=1e-7)
+        assert o["rmse"] == pytest.approx(np.sqrt((d ** 2).mean()), rel=1e-5, abs=1e-7)
+        assert o["cosine"] == pytest.approx(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-5)
         psnr = 20 * np.log10((a.max() - a.min()) / np.sqrt((d ** 2).mean()))
-        assert o["psnr_db"] == pytest.approx(psnr, rel=1e-6)
+        assert o["psnr_db"] == pytest.approx(psnr, rel=1e-5)
         if o["name"] == "digit":
             assert o["top1_agreement"] == pytest.approx(np.mean(a.argmax(1) == b.argmax(1)))
         else:

@@ -23,7 +23,7 @@ def test_catalog_lists_every_model_with_samples():
 
 @pytest.mark.slow
 def test_build_script_reproduces_the_committed_models(tmp_path):
-    """Rebuilt from scikit-learn's data, every Keras model predicts exactly as the committed one."""
+    """Rebuilt from scikit-learn's data, every Keras model predicts as the committed one."""
     r = subprocess.run([sys.executable, str(SAMPLES / "build.py"), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -40,6 +40,9 @@ def test_build_script_reproduces_the_committed_models(tmp_path):
         a = committed.predict(x if len(x) > 1 else x[0], verbose=0)
         b = rebuilt.predict(x if len(x) > 1 else x[0], verbose=0)
         for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
-            np.testing.assert_array_equal(u, v, err_msg=name)
+            # Training reduces float32 sums across a thread pool: on a busy machine they land in another
+            # order (measured: up to 4e-5 apart on the LSTM's probabilities). A wrong rebuild is off by far more.
+            np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-3, err_msg=name)
+            np.testing.assert_array_equal(np.argmax(u, axis=-1), np.argmax(v, axis=-1), err_msg=name)
     assert (tmp_path / "diabetes_regressor_savedmodel.zip").exists()
     assert len(list((tmp_path / "mobilenet_v2_small.samples").glob("*.png"))) >= 8

@@ -140,7 +140,7 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         exporting = ex.submit(exported_saved_model, om)
         progress("run original")
         t2 = time.perf_counter()
-        reference = om.predict(samples.arrays)
+        reference = _run_original(om, samples)
         ref_s = time.perf_counter() - t2
         export_dir, fixed = exporting.result()
         export_s = time.perf_counter() - t1
@@ -173,6 +173,22 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     }
     store.put_json("reports", key, prepared)
     return prepared
+
+
+def _run_original(om, samples) -> dict[str, np.ndarray]:
+    """The reference outputs; TensorFlow refusing the samples (an index past a vocabulary, a shape
+    it cannot take) is the user's input problem, said in one line, not an internal error."""
+    from .errors import SampleError
+    try:
+        return om.predict(samples.arrays)
+    except TFLiteLabError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split("}} ", 1)[-1][:200]          # drop TF's {{function_node ...}} prefix
+        raise SampleError(f"The original model fails on these samples ({samples.origin}): {first}. Check that "
+                          "they fit the model: value ranges (token ids below the vocabulary size; --low/--high "
+                          "for random samples), shapes and dtypes.", detail=str(e)) from None
 
 
 def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:

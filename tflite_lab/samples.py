@@ -59,7 +59,9 @@ def random_samples(signature: Signature, n: int = 64, seed: int = 0,
             arrays[t.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
             arrays[t.name] = rng.uniform(low, high, size=shape).astype(dt)
-    return SampleSet(arrays, f"random uniform [{low:g}, {high:g}), seed {seed}", warnings)
+    ints = any(np.dtype(t.dtype).kind in "iu" for t in signature.inputs)
+    where = f"[{low:g}, {high:g})" + (f", integers in [{int(low)}, {int(high)}]" if ints else "")
+    return SampleSet(arrays, f"random uniform {where}, seed {seed}", warnings)
 
 
 def conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits | None = None,

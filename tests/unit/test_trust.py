@@ -51,6 +51,10 @@ open(f"{out}/nan_head.tflite", "wb").write(conv.convert())
 good = keras.Model(x, probs)
 open(f"{out}/probs.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(good).convert())
 
+# Token ids into an embedding of 10 rows.
+t = keras.Input((5,), dtype="int32", name="tokens")
+keras.Model(t, keras.layers.Dense(2, name="y")(keras.layers.Flatten()(keras.layers.Embedding(10, 3)(t)))).save(f"{out}/tokens.keras")
+
 # Inputs declared zeta, alpha (a SavedModel lists them sorted: alpha, zeta), same shapes; two
 # same-shaped outputs whose names sort against their order.
 z = keras.Input((4,), name="zeta")
@@ -179,6 +183,16 @@ def test_tflite_alone_is_not_a_pass(models):
     stats = {s["name"]: s for s in rep["output_stats"]}
     assert [s["nonfinite"] for s in stats.values()].count(8) == 1, stats     # every score NaN, probs fine
     assert any("NaN or inf" in f for f in rep["failures"])
+
+
+@pytest.mark.slow
+def test_samples_the_original_rejects_are_bad_input_not_an_internal_error(models):
+    r = run_cli("convert", models / "tokens.keras", "--high", "10", "--no-latency", "--num-samples", "32")
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: The original model fails on these samples (random uniform [0, 10), integers in "
+                           "[0, 10], seed 0): indices") and "is not in [0, 10)" in line
+    assert run_cli("convert", models / "tokens.keras", "--high", "9", "--no-latency", "--num-samples", "32").returncode == 0
 
 
 # ---- matching ----

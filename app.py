@@ -16,7 +16,7 @@ from pages import common  # noqa: E402
 
 st.set_page_config(page_title="TFLite Lab", page_icon=":material/memory:", layout="wide")
 common.init_state()
-common.default_pool()   # starts one worker now, so TensorFlow is imported before the first model arrives
+common.executor()       # starts one worker now, so TensorFlow is imported before the first model arrives
 
 navigation = st.navigation([
     st.Page(common.PAGES["model"], title="Model", icon=":material/upload_file:", default=True),

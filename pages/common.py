@@ -1,7 +1,8 @@
 """What every page shares: the session's state, the worker jobs, error display, shared widgets.
 
-The Streamlit server never imports TensorFlow: every model operation is a job in the worker pool
-(``tflite_lab.worker``). Results live in ``st.session_state`` under ``lab_*`` keys so they survive
+The Streamlit server never imports TensorFlow: every model operation is a job on the executor
+(``tflite_lab.executor``: the local worker pool, or Ray); which cells run and in what order is
+``tflite_lab.orchestrate``. Results live in ``st.session_state`` under ``lab_*`` keys so they survive
 page switches; the on-disk store makes the same bytes with the same settings fast to redo.
 """
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from tflite_lab import orchestrate
 from tflite_lab.config import cache_dir
 from tflite_lab.errors import TFLiteLabError
+from tflite_lab.executor import default_executor
+from tflite_lab.orchestrate import Cell, CellJob, cell_id, failure_record  # noqa: F401  (pages use them)
 from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, source_json
 from tflite_lab.sources import load_source
 from tflite_lab.types import Optimization, SourceFormat, Tolerances
-from tflite_lab.worker import default_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "sample_models"
@@ -101,10 +104,6 @@ def reset_results() -> None:
     ss["lab_selected"] = None
 
 
-def cell_id(route: str, optimization: str, int8_io: bool = False) -> str:
-    return f"{route}-{optimization}" + ("-int8io" if int8_io else "")
-
-
 def default_tolerances(report: dict) -> Tolerances:
     opt = report["optimization"]
     return Tolerances.for_optimization(Optimization.NONE if opt == "provided" else opt)
@@ -155,10 +154,6 @@ def show_error(e: TFLiteLabError | dict) -> None:
             st.code(detail, language=None)
 
 
-def failure_record(e: TFLiteLabError) -> dict:
-    return {"message": e.user_message, "detail": e.detail, "kind": type(e).__name__}
-
-
 # ---- jobs ----
 
 class StepLog:
@@ -197,9 +192,14 @@ class StepLog:
         self.status.update(label=f"{label} after {self.elapsed():.1f} s", state="error", expanded=False)
 
 
+def executor():
+    """The server's executor (local worker pool, or Ray with TFLITE_LAB_EXECUTOR=ray)."""
+    return default_executor()
+
+
 def run_job(job: str, progress=None, **kwargs):
     """Run a worker job (blocking); raises the project's errors."""
-    return default_pool().run(job, progress=progress, **kwargs)
+    return executor().run(job, progress=progress, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -263,40 +263,24 @@ def ensure_prepared(progress=None, alone: bool = False) -> dict:
     if m is None:
         raise TFLiteLabError("Load a model on the Model page first.")
     spec, bench = samples().spec, bench_spec()
-    key = (m.source["sha256"], spec.key(), tuple(asdict(bench).values()))
+    key = orchestrate.prepare_key(m.source, spec, bench)
     ss = st.session_state
     if ss.get("lab_prepared") is None or ss.get("lab_prepared_key") != key:
-        ss["lab_prepared"] = run_job("prepare", progress=progress, source=m.source, spec=spec, bench=bench)
+        ss["lab_prepared"] = orchestrate.prepare(executor(), m.source, spec, bench, progress)
         ss["lab_prepared_key"] = key
     return ss["lab_prepared"]
 
 
-def _keep_cell(done: dict, failed: dict, route: str, optimization: str, int8_io: bool, prepared: dict,
-               bench: BenchSpec, progress=None) -> dict:
-    """Convert and evaluate one cell, keeping its report or failure in the given session dicts
-    (passed in, since matrix threads have no script context to reach session_state)."""
-    cell = cell_id(route, optimization, int8_io)
-    try:
-        report = run_job("cell", progress=progress, prepared=prepared, route=route, optimization=optimization,
-                         int8_io=int8_io, bench=bench)
-    except TFLiteLabError as e:
-        failed[cell] = failure_record(e)
-        done.pop(cell, None)
-        raise
-    done[cell] = report
-    failed.pop(cell, None)
-    return report
-
-
 def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None) -> dict:
     """Convert and evaluate one cell; keeps the report (or the failure) in the session."""
-    cell = cell_id(route, optimization, int8_io)
+    cell = Cell(route, optimization, int8_io)
     try:
-        report = _keep_cell(reports(), failures(), route, optimization, int8_io, prepared, bench_spec(), progress)
+        report = orchestrate.run_cell(executor(), cell, prepared, bench_spec(), reports(), failures(),
+                                      progress=progress)
     except TFLiteLabError:
         sidebar_summary()
         raise
-    st.session_state["lab_selected"] = cell
+    st.session_state["lab_selected"] = cell.id
     sidebar_summary()
     return report
 
@@ -350,56 +334,13 @@ def cell_picker(label: str = "Result", key: str = "pick_cell") -> str | None:
 
 # ---- the matrix ----
 
-def pending_cells(fmt: SourceFormat) -> list[tuple[str, str, bool]]:
-    """Supported cells not computed yet (a worker crash or timeout is retried; refusals and
-    conversion failures are results and stay)."""
-    from tflite_lab.routes import supported_cells
-    todo = []
-    for route, opt in supported_cells(fmt):
-        cid = cell_id(route.value, opt.value)
-        if cid in reports() or (cid in failures() and failures()[cid]["kind"] != "WorkerError"):
-            continue
-        todo.append((route.value, opt.value, False))
-    return todo
+def pending_cells(fmt: SourceFormat) -> list[Cell]:
+    """Supported cells not computed yet (see ``orchestrate.pending_cells``)."""
+    return orchestrate.pending_cells(fmt, reports(), failures())
 
 
-def run_cells(cells: list[tuple[str, str, bool]], prepared: dict, render) -> None:
-    """Run cells in parallel on the pool's workers; ``render(states)`` redraws progress from this thread.
-
-    Results go straight into the session's dicts, so a cell that finishes after the user has left
-    the page is still kept.
-    """
-    import queue
-    from concurrent.futures import ThreadPoolExecutor
-    done, failed, bench, events = reports(), failures(), bench_spec(), queue.Queue()
-
-    def one(route: str, opt: str, int8_io: bool) -> None:
-        cid = cell_id(route, opt, int8_io)
-        try:
-            _keep_cell(done, failed, route, opt, int8_io, prepared, bench,
-                       progress=lambda step, _t: events.put((cid, step)))
-            events.put((cid, "done"))
-        except TFLiteLabError:
-            events.put((cid, "failed"))
-
-    states = {cell_id(*c): ("queued", None) for c in cells}
-    executor = ThreadPoolExecutor(max(1, default_pool().size), thread_name_prefix="matrix")
-    try:
-        futures = [executor.submit(one, *c) for c in cells]
-        render(states)
-        while not all(f.done() for f in futures) or not events.empty():
-            try:
-                cid, step = events.get(timeout=0.25)
-            except queue.Empty:
-                render(states)          # elapsed times keep moving
-                continue
-            started = states[cid][1] or time.monotonic()
-            states[cid] = (step, started)
-            render(states)
-            if step in ("done", "failed"):
-                sidebar_summary()
-        for f in futures:
-            f.result()                  # a bug in a thread surfaces here, not silently
-        sidebar_summary()
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+def run_cells(cells: list[Cell], prepared: dict, render) -> None:
+    """Run cells on the executor; ``render(states)`` redraws progress from this (the script's) thread."""
+    orchestrate.run_cells(executor(), [CellJob(c.id, c, prepared) for c in cells], bench_spec(), reports(),
+                          failures(), render, on_finish=lambda _key: sidebar_summary())
+    sidebar_summary()

@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .config import Limits
@@ -231,52 +230,72 @@ def _convert(args, limits, pool) -> int:
     return EXIT_OK if public["ok"] else EXIT_TOLERANCE
 
 
+def _executor(args, workers: int, limits, prestart: int = 0):
+    from .executor import make_executor
+    return make_executor(getattr(args, "executor", None), size=workers, limits=limits, prestart=prestart)
+
+
+def _write_cell(out: Path | None, key_dir: str, rep: dict | None, error: TFLiteLabError | None) -> None:
+    """``--out``: the cell's files under DIR/<route>-<recipe>/ (just converter.log for a failure with one)."""
+    from .pipeline import report_json
+    if not out:
+        return
+    if rep is not None:
+        _write_out(out / key_dir, rep, report_json(rep))
+    elif error is not None and error.detail:
+        d = out / key_dir
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "converter.log").write_text(error.detail)
+
+
 def cmd_matrix(args) -> int:
-    from . import metrics
+    from . import metrics, orchestrate
     from .pipeline import failed_cell_json, judge_report, report_json, source_json
     from .sources import source_from_path
-    from .worker import WorkerPool
     limits = _limits(args)
     src = source_from_path(args.model, limits=limits)
     if src.format is SourceFormat.TFLITE:
         raise UnsupportedCombination(f"{src.filename} is already a .tflite; the matrix converts originals.")
     samples, bench = _specs(args)
     _tasks(args)
-    cells = [(r, o) for r in args.routes for o in args.optimizations]
-    results: dict[tuple, dict] = {}
-    runnable = []
-    for r, o in cells:
-        reason = refusal(r, o, src.format)
-        if reason:
-            results[(r, o)] = failed_cell_json(r, o, UnsupportedCombination(reason))
-        else:
-            runnable.append((r, o))
+    runnable, refused = orchestrate.plan_cells(src.format, args.routes, args.optimizations)
     progress = _progress(not args.json)
     workers = max(1, min(args.workers, len(runnable) or 1))
-    with WorkerPool(workers, limits, prestart=workers) as pool:
-        prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples, bench=bench)
+    done, failed, results = {}, {}, {}
+    out = Path(args.out) if args.out else None
+    with _executor(args, workers, limits, prestart=workers) as executor:
+        prepared = orchestrate.prepare(executor, source_json(src), samples, bench, progress)
         _check_tasks(args, prepared)
+        jobs = [orchestrate.CellJob(c.id, orchestrate.Cell(c.route, c.optimization, args.int8_io), prepared)
+                for c in runnable]
+        cells = {j.key: j.cell for j in jobs}
+        seen: dict[str, str] = {}
+        lines = {}
 
-        def one(cell):
-            r, o = cell
-            try:
-                rep = pool.run("cell", progress=_progress(not args.json, f"{r}-{o}: "), prepared=prepared, route=r,
-                               optimization=o, int8_io=args.int8_io, bench=bench)
-                rep = judge_report(rep, _tolerances(args, o))
-                if args.out:
-                    _write_out(Path(args.out) / f"{r}-{o}", rep, report_json(rep))
-                return cell, report_json(rep)
-            except TFLiteLabError as e:
-                if args.out and e.detail:
-                    d = Path(args.out) / f"{r}-{o}"
-                    d.mkdir(parents=True, exist_ok=True)
-                    (d / "converter.log").write_text(e.detail)
-                return cell, failed_cell_json(r, o, e)
+        def render(states):      # one progress line per cell and stage, as each cell moves on
+            for key, (step, _) in states.items():
+                if step != "queued" and seen.get(key) != step:
+                    seen[key] = step
+                    lines.setdefault(key, _progress(not args.json, f"{key}: "))(step)
 
-        with ThreadPoolExecutor(workers) as ex:
-            for cell, rep in ex.map(one, runnable):
-                results[cell] = rep
-    ordered = [results[c] for c in cells]
+        def finish(key):
+            c = cells[key]
+            if key in done:
+                rep = judge_report(done[key], _tolerances(args, c.optimization))
+                _write_cell(out, key, rep, None)
+                results[key] = report_json(rep)
+            else:
+                err = TFLiteLabError.from_dict(failed[key])
+                _write_cell(out, key, None, err)
+                results[key] = failed_cell_json(c.route, c.optimization, err)
+
+        orchestrate.run_cells(executor, jobs, bench, done, failed, render, finish)
+    ordered = []
+    for r in args.routes:
+        for o in args.optimizations:
+            key = orchestrate.cell_id(r, o)
+            ordered.append(results[key] if key in results else
+                           failed_cell_json(r, o, UnsupportedCombination(refused[key])))
     if args.json:
         print(json.dumps(ordered, indent=2))
     else:

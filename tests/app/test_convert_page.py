@@ -79,8 +79,8 @@ def test_a_failed_conversion_shows_one_line_and_the_log(digits, monkeypatch):
         if job == "cell":
             raise ConversionError("Conversion saved_model-none failed: something broke.", detail="the converter log")
         return real(job, progress, **kwargs)
-    real = common.run_job
-    monkeypatch.setattr(common, "run_job", fail)
+    real = common.executor().run
+    monkeypatch.setattr(common.executor(), "run", fail)
     convert(digits, "saved_model", "none")
     assert_clean(digits)
     assert texts(digits.error) == ["Conversion saved_model-none failed: something broke."]

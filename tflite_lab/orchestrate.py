@@ -1,0 +1,181 @@
+"""The cell orchestration shared by the Matrix page, ``matrix`` and ``zoo``: which cells, in what
+order, which are redone, and the progress of each, on any executor (``executor.py``).
+
+Results are kept in two plain dicts the caller owns (the page's session state, the CLI's locals):
+``done[key]`` a cell's report, ``failed[key]`` a failure record (``failure_record``). A key is the
+cell id (``saved_model-int8``), or ``<model>/<cell id>`` when several models share one run.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from .errors import TFLiteLabError
+from .types import SourceFormat
+
+RETRIED_KINDS = ("WorkerError",)    # a crash or timeout may be the machine's; refusals and conversion failures are results
+
+
+def cell_id(route: str, optimization: str, int8_io: bool = False) -> str:
+    return f"{route}-{optimization}" + ("-int8io" if int8_io else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    route: str
+    optimization: str
+    int8_io: bool = False
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.route, self.optimization, self.int8_io)
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """One cell to run on one prepared model; ``key`` names it in ``done``/``failed``."""
+
+    key: str
+    cell: Cell
+    prepared: dict
+
+
+def failure_record(e: TFLiteLabError) -> dict:
+    return {"message": e.user_message, "detail": e.detail, "kind": type(e).__name__}
+
+
+def plan_cells(fmt: SourceFormat | str, routes=None, optimizations=None) -> tuple[list[Cell], dict[str, str]]:
+    """The cells asked for, in capability-table order: those that can run, and the refused ones
+    with their reason (``{cell id: reason}``). ``routes``/``optimizations`` default to all."""
+    from .routes import refusal
+    from .types import Optimization, Route
+    routes = [Route(r).value for r in routes] if routes else [r.value for r in Route]
+    opts = [Optimization(o).value for o in optimizations] if optimizations else [o.value for o in Optimization]
+    runnable, refused = [], {}
+    for r in routes:
+        for o in opts:
+            reason = refusal(r, o, fmt)
+            if reason:
+                refused[cell_id(r, o)] = reason
+            else:
+                runnable.append(Cell(r, o))
+    return runnable, refused
+
+
+def pending_cells(fmt: SourceFormat | str, done: dict, failed: dict, prefix: str = "") -> list[Cell]:
+    """Supported cells not computed yet: a worker crash or timeout is retried; refusals and
+    conversion failures are results and stay."""
+    from .routes import supported_cells
+    todo = []
+    for route, opt in supported_cells(SourceFormat(fmt)):
+        key = prefix + cell_id(route.value, opt.value)
+        if key in done or (key in failed and failed[key]["kind"] not in RETRIED_KINDS):
+            continue
+        todo.append(Cell(route.value, opt.value))
+    return todo
+
+
+def prepare_key(source: dict, spec, bench) -> tuple:
+    """What a prepared model depends on: the model bytes, the samples, the benchmark settings."""
+    return source["sha256"], spec.key(), tuple(asdict(bench).values())
+
+
+def prepare(executor, source: dict, spec, bench, progress=None) -> dict:
+    """Samples fixed, reference outputs computed and the model exported (the store keeps it)."""
+    return executor.run("prepare", progress=progress, source=source, spec=spec, bench=bench)
+
+
+def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: dict, key: str | None = None,
+             progress=None) -> dict:
+    """Convert and evaluate one cell, keeping its report in ``done`` or its failure in ``failed``.
+
+    Raises the cell's TFLiteLabError after recording it.
+    """
+    key = key or cell.id
+    try:
+        report = executor.run("cell", progress=progress, prepared=prepared, route=cell.route,
+                              optimization=cell.optimization, int8_io=cell.int8_io, bench=bench)
+    except TFLiteLabError as e:
+        failed[key] = failure_record(e)
+        done.pop(key, None)
+        raise
+    done[key] = report
+    failed.pop(key, None)
+    return report
+
+
+def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render=None, on_finish=None) -> None:
+    """Run cells ``executor.size`` at a time, in the given order.
+
+    ``render(states)`` is called from the calling thread whenever a cell moves on and every 0.25 s
+    (elapsed times keep moving); ``states[key] = (step, started)`` with step ``queued``, a job
+    stage (``convert``, ``run tflite``, ...), ``done`` or ``failed``. ``on_finish(key)`` is called
+    from the calling thread once a cell's result is in ``done`` or ``failed``. Results go straight
+    into the dicts, so a cell that finishes after the caller stopped listening is still kept.
+    """
+    events: queue.Queue = queue.Queue()
+
+    def one(job: CellJob) -> None:
+        try:
+            run_cell(executor, job.cell, job.prepared, bench, done, failed, key=job.key,
+                     progress=lambda step, _t: events.put((job.key, step)))
+            events.put((job.key, "done"))
+        except TFLiteLabError:
+            events.put((job.key, "failed"))
+
+    states = {j.key: ("queued", None) for j in jobs}
+    pool = ThreadPoolExecutor(max(1, executor.size), thread_name_prefix="cells")
+    try:
+        futures = [pool.submit(one, j) for j in jobs]
+        if render:
+            render(states)
+        while not all(f.done() for f in futures) or not events.empty():
+            try:
+                key, step = events.get(timeout=0.25)
+            except queue.Empty:
+                if render:
+                    render(states)
+                continue
+            started = states[key][1] or time.monotonic()
+            states[key] = (step, started)
+            if render:
+                render(states)
+            if step in ("done", "failed") and on_finish:
+                on_finish(key)
+        for f in futures:
+            f.result()                  # a bug in a thread surfaces here, not silently
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Progress:
+    """Counts of a run for a progress line: cells done and failed, and the time left at this pace."""
+
+    def __init__(self, total: int):
+        self.total, self.ok, self.failed = total, 0, 0
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+
+    def finished(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+
+    @property
+    def count(self) -> int:
+        return self.ok + self.failed
+
+    def eta_s(self) -> float | None:
+        if not self.count:
+            return None
+        return (time.monotonic() - self.t0) / self.count * (self.total - self.count)
+
+    def line(self) -> str:
+        eta = self.eta_s()
+        return (f"{self.count}/{self.total} cells ({self.ok} done, {self.failed} failed), "
+                f"{time.monotonic() - self.t0:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None and self.count < self.total else ""))

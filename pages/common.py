@@ -231,7 +231,9 @@ def load_model(data: bytes, filename: str, catalog: dict | None = None, *, as_re
         st.session_state["lab_model"] = m
         st.session_state["lab_reference"] = None
         shipped = SAMPLES_DIR / catalog["samples"] if catalog and catalog.get("samples") else None
-        st.session_state["lab_samples"] = Samples(SampleSpec(path=str(shipped)), shipped.name) if shipped else None
+        labels = str(SAMPLES_DIR / catalog["labels"]) if catalog and catalog.get("labels") else None
+        st.session_state["lab_samples"] = Samples(SampleSpec(path=str(shipped), labels=labels), shipped.name) \
+            if shipped else None
     reset_results()
     sidebar_summary()
     return m

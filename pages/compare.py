@@ -33,7 +33,8 @@ if report.get("reference_path") is None:
 
 tol = common.tolerances_for(cell, report)
 default = common.default_tolerances(report)
-keys = {f: f"tol_{f}_{cell}" for f in ("max_abs_error", "min_top1", "min_psnr_db")}
+keys = {f: f"tol_{f}_{cell}" for f in ("max_abs_error", "min_top1", "min_psnr_db")
+        + (("min_accuracy_delta",) if report.get("accuracy") else ())}
 task_keys = {mm["name"]: f"task_{mm['name']}_{cell}" for mm in report["metrics"]}
 AUTO = "detected"
 
@@ -61,6 +62,19 @@ top[2].number_input("Top-1 agreement ≥", min_value=0.0, max_value=1.0, value=t
 top[3].number_input("PSNR (dB) ≥", value=tol.min_psnr_db, step=1.0, format="%.1f", key=keys["min_psnr_db"],
                     on_change=save_tolerances, placeholder="not checked",
                     help="By default on non-classifier outputs; once you set it, on every output.")
+
+acc = report.get("accuracy")
+if acc:
+    a = st.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")
+    what = "Accuracy" if acc["metric"] == "accuracy" else "MAE"
+    a[0].caption(f"**{what} on {acc['num_labels']} labelled samples** (output '{acc['output']}'): the task score "
+                 "against the true labels, for the original and the .tflite.")
+    a[1].metric(f"{what}, original", tables.number(acc["original"], ".4g"))
+    a[2].metric(f"{what}, TFLite", tables.number(acc["tflite"], ".4g"), tables.number(acc["delta"], "+.4g"),
+                delta_color="normal" if acc["metric"] == "accuracy" else "inverse")
+    a[3].number_input("Accuracy change ≥", value=tol.min_accuracy_delta, step=0.01, format="%.3f",
+                      key=keys["min_accuracy_delta"], on_change=save_tolerances, placeholder="not checked",
+                      help="TFLite minus original accuracy, e.g. -0.01 (for MAE: relative, -0.05 = at most 5% worse).")
 
 judged = common.judged(cell)
 reference, predicted = common.load_npz(report["reference_path"]), common.load_npz(report["predictions_path"])

@@ -19,8 +19,8 @@ if common.original() is not m:
 todo = common.pending_cells(m.format)
 supported = len(supported_cells(m.format))
 columns = {"note": st.column_config.TextColumn(width="large")}
-shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "latency (ms)",
-         "note"]
+shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "accuracy",
+         "latency (ms)", "note"]
 height = 36 + 35 * len(tables.matrix_frame(m.format))        # every cell visible, no inner scrolling
 c = st.columns([1, 1, 1, 1, 1, 2], vertical_alignment="bottom")
 c[0].metric("Cells", len(tables.matrix_frame(m.format)))
@@ -70,7 +70,15 @@ rows = tables.pareto_rows()
 best = charts.best_cell(rows)
 if best:
     st.success(f"Best: **{best}**, the smallest model within tolerance.", icon=":material/star:")
-chart = st.plotly_chart(charts.pareto_figure(rows), key="pareto", on_select="rerun", selection_mode="points")
+y_label = "max abs error"
+metrics = {r["accuracy_metric"] for r in rows if r.get("accuracy") is not None}
+if metrics:     # labelled samples: the task's own error is a choice of axis
+    task_label = "1 − accuracy" if metrics == {"accuracy"} else "MAE"
+    y_label = st.radio("Pareto y-axis", ["max abs error", task_label], horizontal=True, key="pareto_axis")
+    if y_label != "max abs error":
+        rows = [{**r, "max_abs_error": None if r.get("accuracy") is None else
+                 (1 - r["accuracy"] if r["accuracy_metric"] == "accuracy" else r["accuracy"])} for r in rows]
+chart = st.plotly_chart(charts.pareto_figure(rows, y_label), key="pareto", on_select="rerun", selection_mode="points")
 
 clicked = [r for r in event.selection.rows] if event else []
 picked = frame.iloc[clicked[0]]["cell"] if clicked else None

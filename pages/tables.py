@@ -135,7 +135,7 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
             cid = cell_id(route.value, opt.value)
             row = {"cell": cid, "route": route.value, "optimization": opt.value, "status": "not run",
                    "size (KB)": None, "size vs original": None, "max abs error": None, "top-1": None,
-                   "latency (ms)": None, "note": ""}
+                   "accuracy": None, "latency (ms)": None, "note": ""}
             reason = refusal(route, opt, fmt)
             if reason:
                 row.update(status="refused", note=reason)
@@ -145,6 +145,7 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                 row.update(status="pass" if r["ok"] else "FAIL", note="; ".join(r["failures"]),
                            **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
                               "max abs error": worst_error(r), "top-1": min_top1(r),
+                              "accuracy": _f((r.get("accuracy") or {}).get("tflite")),
                               "latency (ms)": tfl.get("median_ms")})
             elif cid in failures():
                 row.update(status="error", note=failures()[cid]["message"])
@@ -163,6 +164,8 @@ def pareto_rows() -> list[dict]:
     for cid in reports():
         r = judged(cid)
         tfl = (r["latency"] or {}).get("tflite") or {}
+        acc = r.get("accuracy") or {}
         rows.append({"cell": cid, "size_bytes": r["tflite_bytes"], "max_abs_error": worst_error(r),
+                     "accuracy": _f(acc.get("tflite")), "accuracy_metric": acc.get("metric"),
                      "latency_ms": tfl.get("median_ms"), "ok": r["ok"]})
     return rows

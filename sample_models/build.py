@@ -98,7 +98,7 @@ def build_digits_cnn(out: Path) -> dict:
     path = out / "digits_cnn.keras"
     model.save(path)
     samples = out / "digits_cnn.samples.npz"
-    np.savez(samples, image=x_te[:N_SAMPLES])
+    np.savez(samples, image=x_te[:N_SAMPLES], labels=y_te[:N_SAMPLES])  # "labels": the true digits
     _report(path, f"test accuracy={acc:.4f} (n={len(y_te)})")
     _report(samples)
     return {"accuracy": round(float(acc), 4), "n_test": int(len(y_te))}
@@ -134,9 +134,9 @@ def build_breast_cancer_mlp(out: Path) -> dict:
     raw_te = train_test_split(d.data, y, test_size=0.2, random_state=SEED, stratify=y)[1]
     with open(samples, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(list(d.feature_names))
-        for row in raw_te[:N_SAMPLES]:
-            w.writerow([repr(float(v)) for v in row])
+        w.writerow(list(d.feature_names) + ["labels"])      # the labels column: 0 malignant, 1 benign
+        for row, label in zip(raw_te[:N_SAMPLES], y_te[:N_SAMPLES]):
+            w.writerow([repr(float(v)) for v in row] + [int(label)])
     _report(path, f"test accuracy={acc:.4f} (n={len(y_te)})")
     _report(samples)
     return {"accuracy": round(float(acc), 4), "n_test": int(len(y_te))}
@@ -188,6 +188,7 @@ def build_diabetes_regressor(out: Path) -> dict:
                     zf.writestr(info, p.read_bytes())
     samples = out / "diabetes_regressor.samples.npy"
     np.save(samples, x_te[:N_SAMPLES].astype("float32"))
+    np.save(out / "diabetes_regressor.labels.npy", y_te[:N_SAMPLES].astype("float32"))   # --labels: targets
     _report(path, f"test MAE={mae:.2f} R2={r2:.3f} (n={len(y_te)})")
     _report(samples)
     return {"mae": round(mae, 2), "r2": round(r2, 3), "n_test": int(len(y_te))}
@@ -210,7 +211,7 @@ def build_digits_lstm(out: Path) -> dict:
     path = out / "digits_lstm.keras"
     model.save(path)
     samples = out / "digits_lstm.samples.npz"
-    np.savez(samples, rows=x_te[:N_SAMPLES])
+    np.savez(samples, rows=x_te[:N_SAMPLES], labels=y_te[:N_SAMPLES])
     _report(path, f"test accuracy={acc:.4f} (n={len(y_te)})")
     _report(samples)
     return {"accuracy": round(float(acc), 4), "n_test": int(len(y_te))}
@@ -256,7 +257,7 @@ def build_multi_io(out: Path) -> dict:
     path = out / "multi_io.keras"
     model.save(path)
     samples = out / "multi_io.samples.npz"
-    np.savez(samples, image=x_te[:N_SAMPLES], stats=s_te[:N_SAMPLES])
+    np.savez(samples, image=x_te[:N_SAMPLES], stats=s_te[:N_SAMPLES], labels=y_te[:N_SAMPLES])  # labels: digit
     _report(path, f"digit accuracy={acc:.4f} ink MAE={mae:.4f} (n={len(y_te)})")
     _report(samples)
     return {"digit_accuracy": round(acc, 4), "ink_mae": round(mae, 4), "n_test": int(len(y_te))}
@@ -362,6 +363,7 @@ CATALOG = [
         "format": "saved_model_zip",
         "description": "MLP regressor predicting diabetes disease progression from 10 sklearn features (SavedModel, zipped).",
         "samples": "diabetes_regressor.samples.npy",
+        "labels": "diabetes_regressor.labels.npy",
         "task": "regression",
         "inputs": {"features": [None, 10]},
         "outputs": {"output_0": [None, 1]},

@@ -292,18 +292,19 @@ def _num(x) -> float:
     return v if math.isfinite(v) else math.inf
 
 
-def pareto_figure(rows: list[dict]) -> go.Figure:
+def pareto_figure(rows: list[dict], y_label: str = "max abs error") -> go.Figure:
     """Size against max error for every computed cell; colour is latency; the Pareto front is
     joined by a line and the best passing cell is starred.
 
     Cells whose error has no place on a log axis are still drawn: NaN/inf at the top (red, labelled),
     exact zeros at the bottom. Cells without a latency are grey, never coloured as 0 ms.
-    ``rows``: dicts with cell, size_bytes, max_abs_error, latency_ms (or None) and ok.
+    ``rows``: dicts with cell, size_bytes, max_abs_error, latency_ms (or None) and ok. ``y_label``
+    names what ``max_abs_error`` holds when the caller plots another lower-is-better number (1 - accuracy).
     """
     rows = [r for r in rows if r.get("size_bytes")]
     fig = go.Figure()
     if not rows:
-        return _layout(fig, "Size vs error (no cell computed yet)", "size (KB)", "max abs error")
+        return _layout(fig, "Size vs error (no cell computed yet)", "size (KB)", y_label)
     size_kb = [r["size_bytes"] / 1024 for r in rows]
     err = [float(r.get("max_abs_error")) if r.get("max_abs_error") is not None else math.nan for r in rows]
     plottable = [e for e in err if math.isfinite(e) and e > 0]
@@ -314,7 +315,7 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     has_lat = [v is not None and math.isfinite(float(v)) for v in lat]
     lat_values = [float(v) for v, h in zip(lat, has_lat) if h]
     symbol = ["circle" if r.get("ok") else "x" for r in rows]
-    hover = "%{customdata}<br>%{x:,.1f} KB<br>max abs error %{text}<extra></extra>"
+    hover = "%{customdata}<br>%{x:,.1f} KB<br>" + y_label + " %{text}<extra></extra>"
     text = [("NaN" if math.isnan(e) else str(e)) if not math.isfinite(e) else f"{e:.3g}" for e in err]
 
     def group(idx, name, marker):
@@ -357,4 +358,4 @@ def pareto_figure(rows: list[dict]) -> go.Figure:
     title = ("Size vs error (× = out of tolerance" + (f"; exact, drawn at the bottom: {', '.join(zeros)}" if zeros else "")
              + (f"; {len(broken)} with NaN/inf" if broken else "") + ")")
     fig.update_yaxes(type="log")
-    return _layout(fig, title, "TFLite size (KB)", "max abs error (log scale)", height=460)
+    return _layout(fig, title, "TFLite size (KB)", f"{y_label} (log scale)", height=460)

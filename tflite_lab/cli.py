@@ -40,6 +40,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-abs-error", type=float, help="tolerance on max abs error (any recipe)")
     p.add_argument("--min-top1", type=float, help="tolerance on top-1 agreement (set here: every (samples, classes) output)")
     p.add_argument("--min-psnr", type=float, help="tolerance on PSNR in dB (set here: every output)")
+    p.add_argument("--labels", help="labels, one per sample (.npy or .csv): reports task accuracy (or MAE)")
+    p.add_argument("--labels-key", default="labels",
+                   help="the .npz key or CSV column of --samples that holds labels (default: labels)")
+    p.add_argument("--min-accuracy-delta", type=float,
+                   help="tolerance on tflite accuracy - original accuracy on the labels, e.g. -0.01 "
+                        "(for MAE: relative growth, -0.05 = at most 5%% worse)")
     p.add_argument("--task", action="append", default=[], metavar="OUTPUT=TASK",
                    help="judge OUTPUT as 'classification' (top-1) or 'regression' (PSNR) instead of the task "
                         "detected from its values; repeatable")
@@ -95,10 +101,14 @@ def _limits(args) -> Limits:
 
 def _specs(args):
     from .pipeline import BenchSpec, SampleSpec
-    samples = SampleSpec(path=str(Path(args.samples).resolve()) if args.samples else None,
-                         count=args.num_samples, seed=args.seed, low=args.low, high=args.high)
     if args.samples and not Path(args.samples).exists():
         raise TFLiteLabError(f"Samples path {args.samples} does not exist.")
+    if args.labels and not Path(args.labels).is_file():
+        raise TFLiteLabError(f"Labels file {args.labels} does not exist.")
+    samples = SampleSpec(path=str(Path(args.samples).resolve()) if args.samples else None,
+                         count=args.num_samples, seed=args.seed, low=args.low, high=args.high,
+                         labels=str(Path(args.labels).resolve()) if args.labels else None,
+                         labels_key=args.labels_key)
     if args.num_samples is not None and args.num_samples < 1:
         raise TFLiteLabError(f"--num-samples must be at least 1, got {args.num_samples}.")
     return samples, BenchSpec(enabled=not args.no_latency, threads=args.threads)
@@ -127,7 +137,8 @@ def _check_tasks(args, prepared: dict) -> None:
 def _tolerances(args, optimization) -> Tolerances:
     opt = Optimization.NONE if optimization == "provided" else Optimization(optimization)
     return Tolerances.for_optimization(opt).override(
-        max_abs_error=args.max_abs_error, min_top1=args.min_top1, min_psnr_db=args.min_psnr, tasks=_tasks(args))
+        max_abs_error=args.max_abs_error, min_top1=args.min_top1, min_psnr_db=args.min_psnr,
+        min_accuracy_delta=args.min_accuracy_delta, tasks=_tasks(args))
 
 
 def _write_out(out: Path, report: dict, public: dict) -> None:
@@ -136,6 +147,9 @@ def _write_out(out: Path, report: dict, public: dict) -> None:
     shutil.copyfile(report["tflite_path"], out / "model.tflite")
     shutil.copyfile(report["samples_path"], out / "samples.npz")
     (out / "report.json").write_text(json.dumps(public, indent=2))
+    labels = report.get("labels_path")
+    if labels:
+        shutil.copyfile(labels, out / "labels.npy")
     if report.get("converter_log"):
         (out / "converter.log").write_text(report["converter_log"])
 
@@ -177,6 +191,8 @@ def _table(public: dict) -> str:
             lines.append(f"{o['name'][:15]:<16}{o.get('task', '')[:7]:<8}{_fmt(o['max_abs_error']):>11}"
                          f"{_fmt(o['mean_abs_error']):>11}{_fmt(o['rmse']):>11}{_fmt(o['cosine'], '.6f'):>10}"
                          f"{_fmt(o['psnr_db'], '.1f'):>9}{_fmt(o['top1_agreement'], '.3f'):>7}  {checks}")
+    if public.get("accuracy"):
+        lines.append(accuracy_line(public["accuracy"]))
     for f in public.get("failures", []):
         lines.append(f"  fail: {f}")
     for n in public.get("matching", []):
@@ -184,6 +200,14 @@ def _table(public: dict) -> str:
     for w in public.get("warnings", []):
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
+
+
+def accuracy_line(acc: dict) -> str:
+    """One line: the task metric on the labels for the original and the .tflite, and the check."""
+    chk = acc.get("check")
+    tail = f"  delta>={_fmt(chk['bound'])} {'ok' if chk['ok'] else 'FAIL'}" if chk else ""
+    return (f"{acc['metric']} on {acc['num_labels']} labels ({acc['output']}): original {_fmt(acc['original'], '.4g')}, "
+            f"tflite {_fmt(acc['tflite'], '.4g')}, delta {_fmt(acc['delta'], '+.4g')}{tail}")
 
 
 _CHECK = {"max_abs_error": "max_abs<=", "min_top1": "top1>=", "min_psnr_db": "psnr>=", "finite": "finite "}
@@ -299,7 +323,7 @@ def cmd_matrix(args) -> int:
     if args.json:
         print(json.dumps(ordered, indent=2))
     else:
-        print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'tflite ms':>11}  note")
+        print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'acc/mae':>9}{'tflite ms':>11}  note")
         for rep in ordered:
             name = f"{rep['route']}-{rep['optimization']}"
             m = rep["outputs"]
@@ -309,7 +333,8 @@ def cmd_matrix(args) -> int:
             status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))
             print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
-                  f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt(lat, '.3f'):>11}  {note}")
+                  f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt((rep.get('accuracy') or {}).get('tflite'), '.4g'):>9}"
+                  f"{_fmt(lat, '.3f'):>11}  {note}")
     ran = [r for r in ordered if "error" not in r or r.get("error_kind") != "UnsupportedCombination"]
     if ran and all(r.get("error") for r in ran):
         return EXIT_CONVERSION

@@ -271,3 +271,80 @@ def judge(metrics: list[OutputMetrics], optimization: Optimization | str, tolera
         if not any(c.output == m.name for c in checks):
             skipped.append("no tolerance applies to this output")
     return Verdict(not failures, failures, checks, notes, tasks)
+
+
+# ---- task accuracy against labels ----
+
+def labels_fit(outputs: dict[str, np.ndarray], labels: np.ndarray) -> tuple[str, str]:
+    """(output name, metric) the labels score: "accuracy" for class indices against a (samples,
+    classes) output (or 0/1 against a single sigmoid column), else "mae" against an output with the
+    labels' shape per sample.
+
+    Raises:
+        SampleError: no output fits, naming the labels' shape and the outputs'.
+    """
+    lab = np.asarray(labels)
+    flat = lab.reshape(len(lab), -1)
+    integral = lab.dtype.kind in "iu" or bool(np.all(np.equal(np.mod(lab, 1), 0)))
+    if integral and flat.shape[1] == 1 and lab.min() >= 0:
+        for name, y in outputs.items():
+            if is_classifier_like(y) and lab.max() < y.shape[1]:
+                return name, "accuracy"
+        for name, y in outputs.items():
+            a = np.asarray(y)
+            if a.ndim <= 2 and a.size == len(a) and lab.max() <= 1 and a.size and a.min() >= 0 and a.max() <= 1:
+                return name, "accuracy"            # a sigmoid probability: class 1 above 0.5
+    for name, y in outputs.items():
+        if np.size(y) == lab.size and len(y) == len(lab):
+            return name, "mae"
+    shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in outputs.items())
+    raise SampleError(f"Labels of shape {tuple(lab.shape)} fit no output ({shapes}): give class indices below the "
+                      "number of classes, or one regression target per output value.")
+
+
+def task_score(y: np.ndarray, labels: np.ndarray, metric: str) -> float:
+    """Accuracy: fraction of samples whose argmax (or p > 0.5 for one column) is the label.
+    MAE: mean |y - label|. NaN in y gives NaN for MAE and counts as wrong for accuracy."""
+    y = _f64(y)
+    lab = np.asarray(labels)
+    if metric == "accuracy":
+        if y.ndim == 2 and y.shape[1] >= 2:
+            pred = np.argmax(y, axis=1)
+            ok = (pred == lab.reshape(-1)) & np.all(np.isfinite(y), axis=1)
+        else:
+            pred = (y.reshape(len(y)) > 0.5).astype(np.int64)
+            ok = pred == lab.reshape(-1).astype(np.int64)
+        return float(np.mean(ok))
+    return float(np.mean(np.abs(y.reshape(len(y), -1) - _f64(lab).reshape(len(lab), -1))))
+
+
+def accuracy_report(reference: dict[str, np.ndarray] | None, candidate: dict[str, np.ndarray],
+                    labels: np.ndarray) -> dict:
+    """``{"metric", "output", "original", "tflite", "delta", "num_labels"}``; delta = tflite - original
+    (negative accuracy delta, positive MAE delta: the .tflite is worse). No reference: original None."""
+    name, metric = labels_fit(reference if reference is not None else candidate, labels)
+    tfl = task_score(candidate[name], labels, metric)
+    orig = task_score(reference[name], labels, metric) if reference is not None else None
+    from .types import json_number
+    return {"metric": metric, "output": name, "original": json_number(orig), "tflite": json_number(tfl),
+            "delta": json_number(tfl - orig) if orig is not None else None, "num_labels": int(len(labels))}
+
+
+def accuracy_check(acc: dict, min_delta: float) -> dict:
+    """The --min-accuracy-delta tolerance: accuracy may change by at least ``min_delta`` (e.g. -0.01:
+    lose at most one point); for MAE the bound is relative: MAE may grow by at most |min_delta| x the
+    original's MAE. NaN fails."""
+    d = acc.get("delta")
+    if d is None:
+        return {"metric": "min_accuracy_delta", "bound": min_delta, "value": None, "ok": True,
+                "why": "not applied: no original to compare with"}
+    d = float(d)
+    if acc["metric"] == "accuracy":
+        value, what = d, "accuracy delta"
+    else:
+        orig = float(acc["original"])
+        value, what = (-d / orig if orig else (0.0 if d == 0 else -math.inf)), "relative MAE change (negated)"
+    ok = math.isfinite(value) and value >= min_delta
+    from .types import json_number
+    return {"metric": "min_accuracy_delta", "bound": min_delta, "value": json_number(value), "ok": ok,
+            "why": f"set by you ({what})"}

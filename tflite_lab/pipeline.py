@@ -28,25 +28,29 @@ class SampleSpec:
     low: float = 0.0
     high: float = 1.0
     image_range: tuple = (0.0, 1.0)
+    labels: str | None = None          # --labels FILE (.npy/.csv); else labels inside the samples file
+    labels_key: str = "labels"         # the .npz key or CSV column holding labels
 
     def __post_init__(self):
         # Jobs run in their own workspace (another cwd): a relative path would point nowhere.
-        if self.path:
-            object.__setattr__(self, "path", str(Path(self.path).resolve()))
+        for name in ("path", "labels"):
+            if getattr(self, name):
+                object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
 
     def key(self) -> str:
         d = asdict(self)
-        if self.path:
-            d["path"] = hashlib.sha256(Path(self.path).read_bytes()).hexdigest() if Path(self.path).is_file() \
-                else _folder_sha(Path(self.path))
+        for name in ("path", "labels"):
+            if d[name]:
+                p = Path(d[name])
+                d[name] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else _folder_sha(p)
         return key_of(**d)
 
 
 def _folder_sha(p: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p.rglob("*")) if p.is_dir() else []:
-        if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
+        if f.is_file():     # the relative path: class-named subfolders are the labels
+            h.update(f.relative_to(p).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 
@@ -101,13 +105,20 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
 
 
 def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits):
-    from .samples import load_samples_path, random_samples
+    from .samples import load_labels_file, load_samples_path, random_samples
     if spec.path:
-        s = load_samples_path(spec.path, signature, limits, tuple(spec.image_range))
-        if spec.count:
-            s.arrays = {k: v[: spec.count] for k, v in s.arrays.items()}
-        return s
-    return random_samples(signature, min(spec.count or 64, limits.max_samples), spec.seed, spec.low, spec.high)
+        s = load_samples_path(spec.path, signature, limits, tuple(spec.image_range), spec.labels_key)
+    else:
+        s = random_samples(signature, min(spec.count or 64, limits.max_samples), spec.seed, spec.low, spec.high)
+    if spec.labels:     # one label per sample of the file (before --num-samples cuts both)
+        s.labels = load_labels_file(spec.labels, s.count, None, spec.labels_key)
+        s.class_names = None
+    if spec.path and spec.count:
+        s.arrays = {k: v[: spec.count] for k, v in s.arrays.items()}
+        if s.labels is not None:
+            s.labels = s.labels[: spec.count]
+    return s
+
 
 
 def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None,
@@ -119,7 +130,8 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     key = key_of(kind="prepared", model=src.sha256, samples=spec.key(), bench=asdict(bench))
     cached = store.get_json("reports", key)
     if cached and Path(cached["samples_path"]).exists() and (
-            cached["reference_path"] is None or Path(cached["reference_path"]).exists()):
+            cached["reference_path"] is None or Path(cached["reference_path"]).exists()) and (
+            not cached.get("labels") or Path(cached["labels"]["path"]).exists()):
         return {**cached, "cached": True}
     t0 = time.perf_counter()
     progress("load")
@@ -130,6 +142,7 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     samples = _make_samples(om.signature, spec, limits)
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
+    labels = _save_labels(store, key, samples)
     progress("export")
     from concurrent.futures import ThreadPoolExecutor
     from .models import exported_saved_model
@@ -156,6 +169,10 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         throughput = (n / max(time.perf_counter() - t3, 1e-9), n)
         one = {k: v[:1] for k, v in samples.arrays.items()}
         latency = asdict(benchmark_original(om, one, bench.warmup, bench.runs, throughput))
+    if labels:
+        from .metrics import labels_fit, task_score
+        labels["output"], labels["metric"] = labels_fit(reference, samples.labels)
+        labels["original"] = task_score(reference[labels["output"]], samples.labels, labels["metric"])
     nonfinite = [k for k, v in reference.items() if not np.all(np.isfinite(v))]
     warnings = list(samples.warnings)
     if nonfinite:
@@ -168,7 +185,7 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         "source": source, "signature": om.signature.to_dict(), "info": om.info(),
         "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
         "samples_sha": samples.sha256, "reference_path": str(reference_path), "export_dir": export_dir,
-        "fixed_batch": fixed, "original_latency": latency, "warnings": warnings,
+        "fixed_batch": fixed, "original_latency": latency, "warnings": warnings, "labels": labels,
         "timings_s": {"load": load_s, "export": export_s, "reference": ref_s}, "cached": False,
     }
     store.put_json("reports", key, prepared)
@@ -200,7 +217,7 @@ def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
     samples = _make_samples(sig, spec, limits)
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
-    prepared = {
+    prepared = {"labels": _save_labels(store, key, samples),
         "source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": [], "recurrent": False},
         "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
         "samples_sha": samples.sha256, "reference_path": None, "export_dir": None, "fixed_batch": False,
@@ -210,6 +227,15 @@ def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
     }
     store.put_json("reports", key, prepared)
     return prepared
+
+
+def _save_labels(store: Store, key: str, samples) -> dict | None:
+    """The samples' labels next to them (never inside samples.npz, which is keyed by input name)."""
+    if samples.labels is None:
+        return None
+    path = store.path("samples", key + "-labels", ".npy")
+    np.save(path, np.asarray(samples.labels), allow_pickle=False)
+    return {"path": str(path), "count": int(len(samples.labels)), "class_names": samples.class_names}
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -318,6 +344,10 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
                               detail=str(e)) from None
     progress("compare")
     metrics = compare_outputs(reference, candidate) if reference is not None else []
+    accuracy = None
+    if prepared.get("labels"):
+        from .metrics import accuracy_report
+        accuracy = accuracy_report(reference, candidate, np.load(prepared["labels"]["path"], allow_pickle=False))
     stats = output_stats(candidate)
     compare_s = time.perf_counter() - t0
     pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
@@ -339,11 +369,12 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "size_ratio": len(tflite) / src["size_bytes"] if src["size_bytes"] else None,
         "num_samples": prepared["num_samples"],
         "metrics": [{**m.to_json(), "per_sample_max_abs": list(m.per_sample_max_abs)} for m in metrics],
-        "output_stats": stats, "matching": model.match_notes,
+        "output_stats": stats, "matching": model.match_notes, "accuracy": accuracy,
         "latency": {"original": prepared.get("original_latency"), "tflite": latency},
         "timings_s": {"load": prepared["timings_s"]["load"], "convert": head["convert_s"], "compare": compare_s},
         "tflite_path": tflite_path, "samples_path": prepared["samples_path"],
         "reference_path": prepared["reference_path"], "predictions_path": str(pred_path),
+        "labels_path": (prepared.get("labels") or {}).get("path"),
         "inspection": insp.to_json(), "source": src,
     }
 
@@ -370,14 +401,28 @@ def judge_report(report: dict, tolerances: Tolerances | None = None) -> dict:
                 "failures": failures, "tolerances": tol.to_json()}
     metrics = [OutputMetrics.from_json(m) for m in report["metrics"]]
     v = judge(metrics, opt, tol)
+    accuracy, acc_fail = _judge_accuracy(report.get("accuracy"), tol)
     judged = []
     for m in report["metrics"]:
         task, why = v.tasks[m["name"]]
         judged.append({**m, "task": task, "task_reason": why,
                        "checks": [c.to_json() for c in v.checks if c.output == m["name"]],
                        "not_applied": v.notes.get(m["name"], [])})
-    return {**report, "metrics": judged, "ok": v.ok, "verdict": "pass" if v.ok else "fail",
-            "failures": v.failures, "tolerances": tol.to_json()}
+    ok = v.ok and not acc_fail
+    return {**report, "metrics": judged, "ok": ok, "verdict": "pass" if ok else "fail", "accuracy": accuracy,
+            "failures": v.failures + acc_fail, "tolerances": tol.to_json()}
+
+
+def _judge_accuracy(accuracy: dict | None, tol: Tolerances) -> tuple[dict | None, list[str]]:
+    """The accuracy with its check (when --min-accuracy-delta is set) and the failure it makes."""
+    if not accuracy or tol.min_accuracy_delta is None:
+        return accuracy, []
+    from .metrics import accuracy_check
+    check = accuracy_check(accuracy, tol.min_accuracy_delta)
+    failed = [] if check["ok"] else [
+        f"{accuracy['output']}: {accuracy['metric']} {accuracy['original']} -> {accuracy['tflite']} "
+        f"(change {check['value']} < {tol.min_accuracy_delta:g})"]
+    return {**accuracy, "check": check}, failed
 
 
 def report_json(report: dict) -> dict:
@@ -392,7 +437,7 @@ def report_json(report: dict) -> dict:
         "size_ratio": report["size_ratio"], "num_samples": report["num_samples"],
         "outputs": [{k: v for k, v in m.items() if k != "per_sample_max_abs"} for m in report["metrics"]],
         "output_stats": report.get("output_stats", []), "matching": report.get("matching", []),
-        "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
+        "accuracy": report.get("accuracy"), "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
         "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
         "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
         "tolerances": report.get("tolerances"),
@@ -403,5 +448,5 @@ def failed_cell_json(route: str, optimization: str, error: TFLiteLabError) -> di
     """A matrix cell that was refused or failed: same keys, ``ok`` false and the reason."""
     return {"route": route, "optimization": optimization, "ok": False, "verdict": "error", "error": error.user_message,
             "error_kind": type(error).__name__, "original_bytes": None, "tflite_bytes": None, "size_ratio": None,
-            "num_samples": None, "outputs": [], "latency_ms": {"original": None, "tflite": None},
+            "num_samples": None, "outputs": [], "accuracy": None, "latency_ms": {"original": None, "tflite": None},
             "timings_s": None, "warnings": [], "failures": [error.user_message], "calls": [], "command": ""}

@@ -16,6 +16,7 @@ from .errors import SampleError
 from .types import Signature, TensorInfo, sha256_arrays
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+LABELS_KEY = "labels"
 
 
 @dataclass
@@ -25,6 +26,8 @@ class SampleSet:
     arrays: dict[str, np.ndarray]
     origin: str
     warnings: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None          # one per sample: class indices or regression targets
+    class_names: list[str] | None = None      # class-named image subfolders, in label order
 
     @property
     def count(self) -> int:
@@ -146,7 +149,8 @@ def _load_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
         raise SampleError(f"{name} is not a valid .npz file ({type(e).__name__}).") from None
 
 
-def _load_csv(data: bytes, name: str) -> np.ndarray:
+def _load_csv(data: bytes, name: str, labels_key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The CSV's numbers, and its ``labels_key`` column (taken out of the inputs) when it has one."""
     import pandas as pd
     try:
         df = pd.read_csv(io.BytesIO(data))
@@ -155,8 +159,11 @@ def _load_csv(data: bytes, name: str) -> np.ndarray:
     header_is_data = all(_is_number(c) for c in df.columns)
     if header_is_data:
         df = pd.read_csv(io.BytesIO(data), header=None)
+    labels = None
+    if labels_key and not header_is_data and labels_key in df.columns:
+        labels = df.pop(labels_key).to_numpy()
     try:
-        return df.to_numpy(dtype=np.float32)
+        return df.to_numpy(dtype=np.float32), labels
     except (ValueError, TypeError):
         bad = [c for c in df.columns if df[c].dtype == object][:3]
         raise SampleError(f"{name} has non-numeric columns ({', '.join(map(str, bad))}); "
@@ -211,10 +218,11 @@ def images_to_array(blobs: list[tuple[str, bytes]], t: TensorInfo, limits: Limit
 
 
 def load_samples(data: bytes, filename: str, signature: Signature, limits: Limits | None = None,
-                 image_range: tuple[float, float] = (0.0, 1.0)) -> SampleSet:
+                 image_range: tuple[float, float] = (0.0, 1.0), labels_key: str = LABELS_KEY) -> SampleSet:
     """Samples from one uploaded file (.npy, .npz, .csv, an image, or a zip of images).
 
-    The content decides the format; the name only appears in messages.
+    The content decides the format; the name only appears in messages. Labels come along when the
+    file has them: the .npz key or CSV column ``labels_key``, or class-named image subfolders.
     """
     limits = limits or Limits.from_env()
     name = Path(filename).name
@@ -232,7 +240,10 @@ def load_samples(data: bytes, filename: str, signature: Signature, limits: Limit
         except zipfile.BadZipFile:
             raise SampleError(f"{name} is a corrupt zip archive.") from None
         if names and all(n.endswith(".npy") for n in names):
-            return conform(_load_npz(data, name), signature, limits, name)
+            arrays = _load_npz(data, name)
+            labels = _pop_labels(arrays, labels_key, signature)
+            rows = len(next(iter(arrays.values()))) if arrays else 0
+            return _with_labels(conform(arrays, signature, limits, name), labels, name, rows)
         images = [n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and not Path(n).name.startswith(".")]
         if not images:
             raise SampleError(f"{name} is a zip with neither .npy arrays nor images.")
@@ -242,7 +253,7 @@ def load_samples(data: bytes, filename: str, signature: Signature, limits: Limit
         if total > limits.unzip_total_mb * 2**20:
             raise SampleError(f"{name} would expand to {total / 2**20:.0f} MB; refused.")
         blobs = [(n, zf.read(n)) for n in sorted(images)]
-        return image_samples(blobs, signature, limits, image_range, origin=name)
+        return _class_folders(blobs, signature, limits, image_range, name)
     if data.startswith((b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")):
         return image_samples([(name, data)], signature, limits, image_range, origin=name)
     if data[:1] == b"\x80":
@@ -255,7 +266,8 @@ def load_samples(data: bytes, filename: str, signature: Signature, limits: Limit
     if len(signature.inputs) != 1:
         raise SampleError(f"{name} is a CSV, which fills one input; the model has {len(signature.inputs)}. "
                           "Use an .npz keyed by input name.")
-    return conform({signature.inputs[0].name: _load_csv(data, name)}, signature, limits, name)
+    values, labels = _load_csv(data, name, labels_key)
+    return _with_labels(conform({signature.inputs[0].name: values}, signature, limits, name), labels, name, len(values))
 
 
 def _one_array_many_inputs(name: str, signature: Signature):
@@ -271,7 +283,7 @@ def image_samples(blobs, signature, limits, image_range=(0.0, 1.0), origin="imag
 
 
 def load_samples_path(path: str | Path, signature: Signature, limits: Limits | None = None,
-                      image_range: tuple[float, float] = (0.0, 1.0)) -> SampleSet:
+                      image_range: tuple[float, float] = (0.0, 1.0), labels_key: str = LABELS_KEY) -> SampleSet:
     """Samples from a file or a folder of images."""
     limits = limits or Limits.from_env()
     p = Path(path)
@@ -279,14 +291,18 @@ def load_samples_path(path: str | Path, signature: Signature, limits: Limits | N
         raise SampleError(f"{p} does not exist.")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:         # class-named subfolders (cat/1.png, dog/2.png): the labels are the folders
+            files = sorted(f for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")
+                           for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SampleError(f"{p} is a folder without images (png/jpg).")
         if len(files) > limits.max_images:
             raise SampleError(f"{p} holds {len(files)} images, more than the limit of {limits.max_images}.")
-        return image_samples([(f.name, f.read_bytes()) for f in files], signature, limits, image_range, origin=p.name)
+        blobs = [(f.relative_to(p).as_posix(), f.read_bytes()) for f in files]
+        return _class_folders(blobs, signature, limits, image_range, p.name)
     if p.stat().st_size > limits.upload_mb * 2**20:
         raise SampleError(f"{p.name} is larger than the upload limit of {limits.upload_mb:.0f} MB.")
-    return load_samples(p.read_bytes(), p.name, signature, limits, image_range)
+    return load_samples(p.read_bytes(), p.name, signature, limits, image_range, labels_key)
 
 
 def representative_dataset(arrays: dict[str, np.ndarray], signature_keys: dict[str, str], max_n: int = 100):
@@ -298,3 +314,84 @@ def representative_dataset(arrays: dict[str, np.ndarray], signature_keys: dict[s
             yield {signature_keys.get(k, k): v[i:i + 1].astype(np.float32) if v.dtype.kind == "f" else v[i:i + 1]
                    for k, v in arrays.items()}
     return gen
+
+
+# ---- labels ----
+
+def _pop_labels(arrays: dict[str, np.ndarray], key: str | None, signature: Signature) -> np.ndarray | None:
+    """Take the labels array out of an .npz, unless the key names one of the model's inputs."""
+    if not key or key not in arrays or key in {t.name for t in signature.inputs}:
+        return None
+    return arrays.pop(key)
+
+
+def _class_folders(blobs, signature, limits, image_range, origin) -> SampleSet:
+    """Images, labelled by their folder when every one sits in a class-named subfolder."""
+    parents = [Path(n).parent.name for n, _ in blobs]
+    if not all(parents) or len(set(parents)) < 2:
+        return image_samples(blobs, signature, limits, image_range, origin=origin)
+    classes = sorted(set(parents))
+    s = image_samples(blobs, signature, limits, image_range, origin=origin)
+    s.labels = np.array([classes.index(c) for c in parents], dtype=np.int64)[: s.count]
+    s.class_names = classes
+    return s
+
+
+def check_labels(labels, count: int, origin: str, total: int | None = None) -> np.ndarray:
+    """Labels as a numeric array with one row per sample.
+
+    Raises:
+        SampleError: text, NaN, or a count that differs from the samples', naming both.
+    """
+    a = np.asarray(labels)
+    if a.dtype == object or a.dtype.kind in "OUSV":
+        raise SampleError(f"Labels from {origin} are {a.dtype} (text?); give numbers: class indices 0..K-1 or "
+                          "regression targets.")
+    if a.dtype.kind == "b":
+        a = a.astype(np.int64)
+    if a.ndim == 0 or a.size == 0:
+        raise SampleError(f"Labels from {origin} hold no values; give one label per sample.")
+    if not np.all(np.isfinite(a.astype(np.float64))):
+        raise SampleError(f"Labels from {origin} contain NaN or inf; every sample needs a finite label.")
+    n = len(a)
+    if n != (total if total is not None else count):
+        raise SampleError(f"Labels from {origin} have {n} rows, but there are {total if total is not None else count} "
+                          "samples; give exactly one label per sample, in the same order.")
+    return a[:count]
+
+
+def load_labels_file(path: str | Path, count: int, total: int | None = None, labels_key: str = LABELS_KEY) -> np.ndarray:
+    """Labels from ``--labels FILE``: a .npy array, or a .csv (its ``labels_key`` column, else its only column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SampleError(f"Labels file {p} does not exist.")
+    data = p.read_bytes()
+    if data.startswith(b"\x93NUMPY"):
+        return check_labels(_load_npy(data, p.name), count, p.name, total)
+    if data.startswith(b"PK\x03\x04"):
+        arrays = _load_npz(data, p.name)
+        if labels_key not in arrays and len(arrays) != 1:
+            raise SampleError(f"{p.name} has no '{labels_key}' array (it has {', '.join(arrays)}).")
+        return check_labels(arrays.get(labels_key, next(iter(arrays.values()))), count, p.name, total)
+    import pandas as pd
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+        if all(_is_number(c) for c in df.columns):
+            df = pd.read_csv(io.BytesIO(data), header=None)
+    except Exception as e:
+        raise SampleError(f"{p.name} is not a labels file this tool reads (.npy or .csv): {type(e).__name__}.") from None
+    if labels_key in df.columns:
+        col = df[labels_key]
+    elif df.shape[1] == 1:
+        col = df.iloc[:, 0]
+    else:
+        raise SampleError(f"{p.name} has {df.shape[1]} columns and none is named '{labels_key}'; give one column "
+                          "of labels, or name it.")
+    return check_labels(col.to_numpy(), count, p.name, total)
+
+
+def _with_labels(s: SampleSet, labels, origin: str, rows: int) -> SampleSet:
+    """``rows``: samples in the file before any cap; the labels must match those, then follow the cut."""
+    if labels is not None:
+        s.labels = check_labels(labels, s.count, origin, total=rows)
+    return s

@@ -101,7 +101,7 @@ class Task(StrEnum):
     REGRESSION = "regression"
 
 
-TOLERANCE_FIELDS = ("max_abs_error", "min_top1", "min_psnr_db")
+TOLERANCE_FIELDS = ("max_abs_error", "min_top1", "min_psnr_db", "min_accuracy_delta")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class Tolerances:
     max_abs_error: float | None = None
     min_top1: float | None = None
     min_psnr_db: float | None = None
+    min_accuracy_delta: float | None = None     # on labelled samples: tflite accuracy - original's (see metrics)
     # Defaults scale max_abs_error by max(1, max |original|): 1e-4 on probabilities, but a float32
     # regressor predicting ~300 is judged relative to its scale. Tolerances a user sets are absolute.
     scale_max_abs: bool = False

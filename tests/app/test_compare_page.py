@@ -21,6 +21,13 @@ def test_metrics_charts_and_drill_down_for_a_classifier(digits):
     shown = metrics(digits)
     assert shown["Verdict"] == "PASS" and shown["Outputs within tolerance"] == "1 / 1"
     assert shown["Samples compared"] == "64"
+    # The shipped samples carry labels: task accuracy of both models, recomputed from the arrays.
+    import numpy as np
+    report = digits.session_state["lab_reports"]["saved_model-dynamic"]
+    labels = np.load(report["labels_path"])
+    acc = {k: float(np.mean(np.load(report[p])["probs"].argmax(1) == labels))
+           for k, p in (("original", "reference_path"), ("TFLite", "predictions_path"))}
+    assert shown["Accuracy, original"] == f"{acc['original']:.4g}" and shown["Accuracy, TFLite"] == f"{acc['TFLite']:.4g}"
     table = digits.dataframe[0].value
     assert list(table["output"]) == ["probs"] and list(table["status"]) == ["pass"]
     assert {"max abs error", "mean abs error", "RMSE", "cosine", "PSNR (dB)", "top-1 agreement"} <= set(table.columns)

@@ -36,7 +36,8 @@ def test_build_script_reproduces_the_committed_models(tmp_path):
             x = dict(np.load(SAMPLES / samples))
             x = [x[t.name] for t in committed.inputs]
         else:
-            x = [np.loadtxt(SAMPLES / "breast_cancer_mlp.samples.csv", delimiter=",", skiprows=1, dtype=np.float32)]
+            import pandas as pd      # the CSV's last column is the labels, not a feature
+            x = [pd.read_csv(SAMPLES / "breast_cancer_mlp.samples.csv").drop(columns="labels").to_numpy(np.float32)]
         a = committed.predict(x if len(x) > 1 else x[0], verbose=0)
         b = rebuilt.predict(x if len(x) > 1 else x[0], verbose=0)
         for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):

@@ -15,6 +15,7 @@ def _private_store(tmp_path_factory):
     """Every test session gets its own content-addressed store (no cross-run cache hits)."""
     store = tmp_path_factory.mktemp("store")
     os.environ["TFLITE_LAB_CACHE"] = str(store)
+    os.environ["TFLITE_LAB_HOME"] = str(tmp_path_factory.mktemp("home"))   # the run history, likewise private
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     yield store
 

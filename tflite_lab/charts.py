@@ -75,8 +75,12 @@ def scatter_figure(reference: np.ndarray, candidate: np.ndarray, name: str, max_
 
 
 def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-                           bins: int = 50) -> go.Figure:
-    """Histogram of |original - TFLite| per element on a log scale (errors span many decades)."""
+                           bins: int = 50, max_points: int | None = None) -> go.Figure:
+    """Histogram of |original - TFLite| per element on a log scale (errors span many decades).
+
+    ``max_points``: above this many values per output, the bins are counted here and sent as bars
+    (same counts, a fraction of the bytes; the HTML report uses it).
+    """
     fig = go.Figure()
     notes = []
     lows, highs = [], []
@@ -85,9 +89,15 @@ def error_histogram_figure(reference: dict[str, np.ndarray], candidate: dict[str
         nonfinite = int(np.sum(~np.isfinite(err)))
         zeros = int(np.sum(err == 0))
         pos = err[np.isfinite(err) & (err > 0)]
-        if pos.size:
+        if pos.size and max_points is not None and pos.size > max_points:
+            counts, edges = np.histogram(np.log10(pos), bins=bins)
+            fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name=name,
+                                 opacity=0.75, hovertemplate="|Δ| ≈ 10^%{x:.2f}<br>%{y} values<extra>" + name
+                                 + "</extra>"))
+        elif pos.size:
             fig.add_trace(go.Histogram(x=np.log10(pos), name=name, nbinsx=bins, opacity=0.75,
                                        hovertemplate="|Δ| ≈ 10^%{x:.2f}<br>%{y} values<extra>" + name + "</extra>"))
+        if pos.size:
             lows.append(math.floor(np.log10(pos.min())))
             highs.append(math.ceil(np.log10(pos.max())))
         if zeros:
@@ -210,6 +220,38 @@ def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str) ->
     fig.update_xaxes(type="category")
     return _layout(fig, f"Top-1 agreement '{name}': {agree:.1%} of {len(a)} samples",
                    "TFLite top-1 class", "original top-1 class", height=max(320, 28 * n + 120))
+
+
+def runs_per_sample_figure(per_sample: dict[str, list[float]], output: str) -> go.Figure:
+    """Several runs on the same samples: each run's max |Δ| per sample for one output, overlaid.
+
+    NaN/inf samples are drawn as red markers at the top, as in ``per_sample_error_figure``.
+    """
+    fig = go.Figure()
+    finite_max = max((float(np.max(_finite(e))) for e in per_sample.values() if _finite(e).size), default=0.0)
+    top = finite_max * 1.1 or 1.0
+    for label, errs in per_sample.items():
+        e = np.asarray(errs, dtype=np.float64)
+        ok = np.isfinite(e)
+        fig.add_trace(go.Scatter(x=np.arange(len(e)), y=np.where(ok, e, np.nan), mode="lines+markers", name=label,
+                                 marker={"size": 4}, hovertemplate="sample %{x}<br>max |Δ| %{y:.3g}<extra>" + label
+                                 + "</extra>"))
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            fig.add_trace(go.Scatter(x=bad, y=[top] * bad.size, mode="markers", name=f"{label}: NaN/inf",
+                                     marker={"symbol": "x", "size": 11, "color": FAIL_COLOR}))
+    return _layout(fig, f"Max absolute error per sample, runs overlaid: '{output}'", "sample index",
+                   "max |original − TFLite|")
+
+
+def runs_bar_figure(values: dict[str, float | None], title: str, unit: str) -> go.Figure:
+    """One bar per run (size or latency side by side); a missing value is labelled, not drawn as 0."""
+    labels = list(values)
+    ys = [None if v is None or not math.isfinite(float(v)) else float(v) for v in values.values()]
+    fig = go.Figure(go.Bar(x=labels, y=ys, text=["–" if y is None else f"{y:,.4g}" for y in ys],
+                           textposition="outside", cliponaxis=False, marker_color=TFLITE_COLOR))
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, title, "run", unit, height=320)
 
 
 # ---- Size & speed ----

@@ -55,6 +55,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=None, help="seconds per worker job")
     p.add_argument("--memory-limit", type=float, default=None, help="MB per worker")
     p.add_argument("--debug", action="store_true", help="show tracebacks and details")
+    p.add_argument("--no-history", action="store_true", help="do not record this run in the run history")
+    p.add_argument("--note", default="", help="a note kept with the run in the history")
+    p.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report of the run to FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.add_argument("--analyzer", action="store_true", help="also print TensorFlow's Analyzer report (.tflite)")
     i.add_argument("--debug", action="store_true")
+    h = sub.add_parser("history", help="runs recorded in the run history (list, show, delete)")
+    _history_filters(h)
+    hs = h.add_subparsers(dest="action", parser_class=_Parser)
+    show = hs.add_parser("show", help="one run in full")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    delete = hs.add_parser("delete", help="delete a run and the store files no other run uses")
+    delete.add_argument("run_id")
+    for p in (h, show, delete):
+        p.add_argument("--debug", action="store_true")
+    r = sub.add_parser("report", help="a self-contained HTML report of one run, or several side by side")
+    r.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    r.add_argument("--out", required=True, help="the .html file to write")
+    r.add_argument("--debug", action="store_true")
     return parser
+
+
+def _history_filters(h: argparse.ArgumentParser) -> None:
+    from .history import VERDICTS
+    h.add_argument("--model", help="only runs of this model file name")
+    h.add_argument("--verdict", choices=[v for v in VERDICTS if v in ("pass", "fail")] + ["error"])
+    h.add_argument("--recipe", help="only runs whose (headline) recipe is this optimization")
+    h.add_argument("--search", help="only runs whose note or reviewer tag contains this text")
+    h.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
+    h.add_argument("--json", action="store_true")
 
 
 def _progress(enabled: bool, label: str = ""):
@@ -213,15 +240,41 @@ def accuracy_line(acc: dict) -> str:
 _CHECK = {"max_abs_error": "max_abs<=", "min_top1": "top1>=", "min_psnr_db": "psnr>=", "finite": "finite "}
 
 
+def _open_history(args):
+    """The run history, opened before any work: a database it cannot read stops the run up front."""
+    if args.no_history:
+        return None
+    from .history import History
+    return History()
+
+
+def _recorded(args, history, kind: str, reports: list[dict], prepared: dict, **kw) -> tuple[str | None, dict]:
+    """Record the run (unless --no-history), say its id on a terminal, write --report; (run_id, run)."""
+    from .history import build_run
+    run = build_run(kind, reports, prepared, origin="cli", note=args.note, **kw)
+    run_id = history.record(run) if history is not None else None
+    if run_id:
+        run["id"] = run_id
+        if sys.stderr.isatty():
+            print(f"run {run_id} recorded (python -m tflite_lab history show {run_id})", file=sys.stderr)
+    if args.report:
+        from .report_html import write_report
+        path, size = write_report([run], args.report)
+        if sys.stderr.isatty():
+            print(f"report written to {path} ({size / 1e6:.1f} MB)", file=sys.stderr)
+    return run_id, run
+
+
 def cmd_convert(args) -> int:
     from .worker import WorkerPool
     limits = _limits(args)
+    history = _open_history(args)
     # The worker imports TensorFlow (~3 s) while this process checks the input.
     with WorkerPool(1, limits, prestart=1) as pool:
-        return _convert(args, limits, pool)
+        return _convert(args, limits, pool, history)
 
 
-def _convert(args, limits, pool) -> int:
+def _convert(args, limits, pool, history=None) -> int:
     from .pipeline import judge_report, report_json, source_json
     from .sources import source_from_path
     src = source_from_path(args.model, limits=limits)
@@ -241,13 +294,22 @@ def _convert(args, limits, pool) -> int:
     prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
                         spec=samples, bench=bench)
     _check_tasks(args, prepared)
-    if reference is not None:
-        report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src), bench=bench)
-    else:
-        report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
-                          optimization=args.optimize, int8_io=args.int8_io, bench=bench)
+    try:
+        if reference is not None:
+            report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src),
+                              bench=bench)
+        else:
+            report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
+                              optimization=args.optimize, int8_io=args.int8_io, bench=bench)
+    except (ConversionError, WorkerError) as e:
+        # A failed conversion is a run too: the history says what was tried and why it failed.
+        cell = f"{args.route}-{args.optimize}" if reference is None else "provided"
+        _recorded(args, history, "convert", [], prepared,
+                  failed={cell: {"message": e.user_message, "kind": type(e).__name__}})
+        raise
     report = judge_report(report, _tolerances(args, report["optimization"]))
-    public = report_json(report)
+    run_id, _ = _recorded(args, history, "convert", [report], prepared)
+    public = {**report_json(report), "run_id": run_id}
     if args.out:
         _write_out(Path(args.out), report, public)
     print(json.dumps(public, indent=2) if args.json else _table(public))
@@ -277,6 +339,7 @@ def cmd_matrix(args) -> int:
     from .pipeline import failed_cell_json, judge_report, report_json, source_json
     from .sources import source_from_path
     limits = _limits(args)
+    history = _open_history(args)
     src = source_from_path(args.model, limits=limits)
     if src.format is SourceFormat.TFLITE:
         raise UnsupportedCombination(f"{src.filename} is already a .tflite; the matrix converts originals.")
@@ -306,6 +369,7 @@ def cmd_matrix(args) -> int:
             c = cells[key]
             if key in done:
                 rep = judge_report(done[key], _tolerances(args, c.optimization))
+                judged[key] = rep
                 _write_cell(out, key, rep, None)
                 results[key] = report_json(rep)
             else:
@@ -313,6 +377,7 @@ def cmd_matrix(args) -> int:
                 _write_cell(out, key, None, err)
                 results[key] = failed_cell_json(c.route, c.optimization, err)
 
+        judged: dict[str, dict] = {}
         orchestrate.run_cells(executor, jobs, bench, done, failed, render, finish)
     ordered = []
     for r in args.routes:
@@ -320,6 +385,12 @@ def cmd_matrix(args) -> int:
             key = orchestrate.cell_id(r, o)
             ordered.append(results[key] if key in results else
                            failed_cell_json(r, o, UnsupportedCombination(refused[key])))
+    errors = {f"{r['route']}-{r['optimization']}": {"message": r["error"], "kind": r["error_kind"]}
+              for r in ordered if r.get("error")}
+    cell_keys = [orchestrate.cell_id(r, o) for r in args.routes for o in args.optimizations]
+    run_id, _ = _recorded(args, history, "matrix", [judged[k] for k in cell_keys if k in judged], prepared,
+                          failed=errors)
+    ordered = [{**r, "run_id": run_id} for r in ordered]
     if args.json:
         print(json.dumps(ordered, indent=2))
     else:
@@ -370,10 +441,84 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def cmd_history(args) -> int:
+    from .history import History, RunFilter
+    with History() as h:
+        if args.action == "show":
+            run = h.get(args.run_id)
+            if run is None:
+                raise TFLiteLabError(f"No run '{args.run_id}' in the run history {h.path}.")
+            if args.json:
+                print(json.dumps(run, indent=2))
+                return EXIT_OK
+            print(f"run {run['id']}  {_when(run['created_at'])}  {run['kind']} ({run['origin']})  "
+                  f"{VERDICTS.get(run['verdict'], run['verdict'])}")
+            print(f"model: {run['model']['filename']} sha256 {run['model']['sha256']}")
+            print(f"samples: {run['samples']['description']} ({run['samples']['count']}) sha256 {run['samples']['sha256']}")
+            print("versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()) + f"; CPU: {run['host_cpu']}")
+            if run.get("note") or run.get("reviewer"):
+                print(f"note: {run.get('note', '')}" + (f"  [reviewer: {run['reviewer']}]" if run.get("reviewer") else ""))
+            from .pipeline import report_json
+            for rep in run["reports"]:
+                print(_table(report_json(rep)))
+            for cell, f in (run.get("failed_cells") or {}).items():
+                print(f"{cell}: {f['kind']}: {f['message']}")
+            for kind, paths in sorted(run["artifacts"].items()):
+                for p in paths:
+                    print(f"  {kind}: {p}")
+            return EXIT_OK
+        if args.action == "delete":
+            removed = h.delete(args.run_id)
+            if removed is None:
+                raise TFLiteLabError(f"No run '{args.run_id}' in the run history {h.path}.")
+            print(f"deleted run {args.run_id}; removed {len(removed)} store file(s) no other run uses")
+            return EXIT_OK
+        if args.limit < 1:
+            raise TFLiteLabError(f"--limit must be at least 1, got {args.limit}.")
+        flt = RunFilter(model=args.model, verdict=args.verdict, recipe=args.recipe, search=args.search)
+        rows = h.runs(flt, limit=args.limit)
+        if args.json:
+            print(json.dumps({"total": h.count(flt), "runs": rows}, indent=2))
+            return EXIT_OK
+        print(f"{'run':<10}{'time':<18}{'kind':<9}{'model':<24}{'cell':<26}{'verdict':<8}{'bytes':>10}"
+              f"{'max_abs':>11}  note")
+        for r in rows:
+            cell = f"{r['route'] or ''}-{r['recipe'] or ''}" if r["route"] or r["recipe"] else "-"
+            print(f"{r['id']:<10}{_when(r['created_at']):<18}{r['kind']:<9}{r['model_name'][:23]:<24}{cell[:25]:<26}"
+                  f"{r['verdict'][:7]:<8}{_fmt(r['tflite_bytes'], ',') if r['tflite_bytes'] else '-':>10}"
+                  f"{_fmt(_num(r['summary'].get('max_abs_error'))):>11}  {r['note'][:40]}")
+        print(f"{len(rows)} of {h.count(flt)} runs ({h.path})")
+    return EXIT_OK
+
+
+def _num(x):
+    return None if x is None else float(x)
+
+
+def cmd_report(args) -> int:
+    from .history import History
+    from .report_html import write_report
+    with History() as h:
+        runs = []
+        for rid in args.run_ids:
+            run = h.get(rid)
+            if run is None:
+                raise TFLiteLabError(f"No run '{rid}' in the run history {h.path}.")
+            runs.append(run)
+    path, size = write_report(runs, args.out)
+    print(f"wrote {path} ({size / 1e6:.1f} MB, {len(runs)} run{'s' if len(runs) > 1 else ''})")
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"convert": cmd_convert, "matrix": cmd_matrix, "inspect": cmd_inspect}[args.command](args)
+        return {"convert": cmd_convert, "matrix": cmd_matrix, "inspect": cmd_inspect, "history": cmd_history,
+                "report": cmd_report}[args.command](args)
     except TFLiteLabError as e:
         print(f"error: {e.user_message}", file=sys.stderr)
         out = getattr(args, "out", None)

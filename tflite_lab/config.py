@@ -40,10 +40,22 @@ class Limits:
         )
 
 
-def cache_dir() -> Path:
-    """Content-addressed store of uploads, exports and conversions."""
-    root = os.environ.get("TFLITE_LAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tflite_lab")
+def home_dir() -> Path:
+    """The data directory: the run history (history.sqlite) and, beside it, the store.
+
+    ``TFLITE_LAB_HOME``, else a per-user folder (``$XDG_DATA_HOME/tflite_lab``, ``~/.local/share/tflite_lab``).
+    """
+    root = os.environ.get("TFLITE_LAB_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "tflite_lab")
     p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def cache_dir() -> Path:
+    """Content-addressed store of uploads, exports and conversions: ``TFLITE_LAB_CACHE``, else
+    ``store/`` in the data directory (beside the run history)."""
+    root = os.environ.get("TFLITE_LAB_CACHE")
+    p = Path(root) if root else home_dir() / "store"
     p.mkdir(parents=True, exist_ok=True)
     return p

@@ -55,5 +55,9 @@ class WorkerError(TFLiteLabError):
     exit_code = 3
 
 
+class HistoryError(TFLiteLabError):
+    """The run history database cannot be read or written (it is never silently recreated)."""
+
+
 ERROR_CLASSES = {c.__name__: c for c in (TFLiteLabError, SourceError, SignatureError, SampleError,
-                                           UnsupportedCombination, ConversionError, WorkerError)}
+                                           UnsupportedCombination, ConversionError, WorkerError, HistoryError)}

@@ -1,0 +1,534 @@
+"""Run history: every conversion (CLI convert/matrix/debug, dashboard) kept in one SQLite database.
+
+``history.sqlite`` lives in the data directory (``config.home_dir()``), beside the store. The database
+is in WAL mode with a busy timeout, so several Streamlit sessions and CLI processes can write at
+once; each write is one short ``BEGIN IMMEDIATE`` transaction. The schema is versioned
+(``PRAGMA user_version``) and migrated in place. A file this code cannot read (not SQLite, damaged,
+someone else's tables, a newer schema) is refused with its path and never touched.
+
+A run is one row in ``runs`` (the columns the History page filters and sorts on, plus a JSON
+``data`` blob), its judged cell reports in ``run_reports`` (one for convert, every cell for a
+matrix) and its store files in ``artifacts`` (so deleting a run removes only files no other run uses).
+Nothing here imports TensorFlow: versions are read from package metadata.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .config import cache_dir, home_dir
+from .errors import HistoryError
+
+SCHEMA_VERSION = 2
+DB_NAME = "history.sqlite"
+ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"    # URL-safe, no look-alikes, never starts with '-'
+ID_LENGTH = 8
+VERDICTS = ("pass", "fail", "ran, no reference", "error")
+SORTS = {"time": "created_at", "model": "model_name", "verdict": "verdict", "recipe": "recipe",
+         "size": "tflite_bytes", "max abs error": "max_abs_sort", "latency": "latency_ms"}
+_SUMMARY_COLUMNS = ("id", "created_at", "kind", "origin", "model_name", "model_sha256", "route", "recipe",
+                    "verdict", "samples_desc", "samples_sha256", "original_bytes", "tflite_bytes", "latency_ms",
+                    "summary", "note", "reviewer")
+
+
+def history_path() -> Path:
+    return home_dir() / DB_NAME
+
+
+# ---- schema ----
+
+# version -> the statements that reach it from the version before (never edit a released step: add one).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, created_at REAL NOT NULL, kind TEXT NOT NULL, origin TEXT NOT NULL,
+            model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL, route TEXT, recipe TEXT, verdict TEXT NOT NULL,
+            samples_desc TEXT, samples_sha256 TEXT, original_bytes INTEGER, tflite_bytes INTEGER,
+            latency_ms REAL, max_abs_sort REAL, summary TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+            data TEXT NOT NULL)""",
+        """CREATE TABLE run_reports (
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+            cell TEXT NOT NULL, report TEXT NOT NULL, PRIMARY KEY (run_id, position))""",
+        """CREATE TABLE artifacts (
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, kind TEXT NOT NULL, path TEXT NOT NULL)""",
+        "CREATE INDEX artifacts_path ON artifacts(path)",
+    ),
+    # Reviewer tags, and indexes so the History page pages 10,000 runs in SQL.
+    2: (
+        "ALTER TABLE runs ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX runs_created ON runs(created_at)",
+        "CREATE INDEX runs_model ON runs(model_name, created_at)",
+        "CREATE INDEX runs_verdict ON runs(verdict, created_at)",
+        "CREATE INDEX runs_recipe ON runs(recipe, created_at)",
+    ),
+}
+
+
+# ---- the database ----
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What the History page and ``history`` CLI filter on; None means any."""
+
+    model: str | None = None
+    verdict: str | None = None
+    recipe: str | None = None
+    since: float | None = None        # unix seconds, inclusive
+    until: float | None = None        # unix seconds, exclusive
+    search: str | None = None         # substring of the note or reviewer tag (case-insensitive)
+
+    def where(self) -> tuple[str, list]:
+        sql, args = [], []
+        for column, value in (("model_name", self.model), ("verdict", self.verdict), ("recipe", self.recipe)):
+            if value:
+                sql.append(f"{column} = ?")
+                args.append(value)
+        if self.since is not None:
+            sql.append("created_at >= ?")
+            args.append(self.since)
+        if self.until is not None:
+            sql.append("created_at < ?")
+            args.append(self.until)
+        if self.search:
+            sql.append("(note LIKE ? ESCAPE '\\' OR reviewer LIKE ? ESCAPE '\\')")
+            like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [like, like]
+        return (" WHERE " + " AND ".join(sql)) if sql else "", args
+
+
+class History:
+    """The run history database. One instance per thread (sqlite3 connections are not shared).
+
+    Raises:
+        HistoryError: the file is not a history this version can read; it is left untouched.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, timeout_s: float = 30.0,
+                 schema_version: int = SCHEMA_VERSION):
+        self.path = Path(path) if path else history_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._refuse(e) from None
+        self.db.row_factory = sqlite3.Row
+        try:
+            self._check()
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")      # WAL: durable at checkpoints, never corrupt
+            # schema_version below the current one exists for the migration tests (an old database).
+            if self.db.execute("PRAGMA user_version").fetchone()[0] < schema_version:
+                self._migrate(schema_version)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise self._refuse(e) from None
+        except HistoryError:
+            self.db.close()
+            raise
+
+    def _refuse(self, why) -> HistoryError:
+        return HistoryError(f"The run history {self.path} cannot be read ({why}); it was left untouched. Move it "
+                            "away to start a new history, set TFLITE_LAB_HOME, or pass --no-history.")
+
+    def _check(self) -> None:
+        """Read-only checks before anything is written: a foreign or damaged file fails here."""
+        v = self.db.execute("PRAGMA user_version").fetchone()[0]       # 'file is not a database' here
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if v > SCHEMA_VERSION:
+            raise self._refuse(f"schema version {v} is newer than this tflite_lab's {SCHEMA_VERSION}")
+        if v == 0 and tables:
+            raise self._refuse(f"it holds other tables ({', '.join(sorted(tables))}), not a run history")
+        if v > 0 and not {"runs", "run_reports", "artifacts"} <= tables:
+            raise self._refuse(f"schema version {v} but tables are missing ({', '.join(sorted(tables)) or 'none'})")
+
+    def _migrate(self, target: int) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.db.execute("PRAGMA user_version").fetchone()[0]   # another process may have done it
+            for v in range(current + 1, target + 1):
+                for stmt in MIGRATIONS[v]:
+                    self.db.execute(stmt)
+                self.db.execute(f"PRAGMA user_version = {v}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _q(self, sql: str, args=()) -> list[sqlite3.Row]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._refuse(e) from None
+
+    # ---- writing ----
+
+    def record(self, run: dict) -> str:
+        """Store a run (see ``build_run``); returns its new id."""
+        reports = run.get("reports", [])
+        data = {k: v for k, v in run.items() if k not in ("reports", "artifacts", *_SUMMARY_COLUMNS)}
+        summary = run.get("summary") or {}
+        for _ in range(20):
+            run_id = new_run_id()
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as e:
+                raise self._refuse(e) from None
+            try:
+                self.db.execute(
+                    "INSERT INTO runs (id, created_at, kind, origin, model_name, model_sha256, route, recipe, verdict,"
+                    " samples_desc, samples_sha256, original_bytes, tflite_bytes, latency_ms, max_abs_sort, summary,"
+                    " note, reviewer, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, run.get("created_at") or time.time(), run["kind"], run.get("origin", "cli"),
+                     run["model"]["filename"], run["model"]["sha256"], run.get("route"), run.get("recipe"),
+                     run["verdict"], run["samples"].get("description"), run["samples"].get("sha256"),
+                     run.get("original_bytes"), run.get("tflite_bytes"), _real(summary.get("latency_ms")),
+                     _sort_key(summary.get("max_abs_error")), _dumps(summary), run.get("note", ""),
+                     run.get("reviewer", ""), _dumps(data)))
+            except sqlite3.IntegrityError:
+                self.db.execute("ROLLBACK")
+                continue            # the 1 in 10^12 id collision: draw again
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            try:
+                self.db.executemany("INSERT INTO run_reports (run_id, position, cell, report) VALUES (?,?,?,?)",
+                                    [(run_id, i, r.get("cell") or cell_name(r), _dumps(_slim(r)))
+                                     for i, r in enumerate(reports)])
+                self.db.executemany("INSERT INTO artifacts (run_id, kind, path) VALUES (?,?,?)",
+                                    [(run_id, kind, str(p)) for kind, p in _artifact_rows(run.get("artifacts", {}))])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return run_id
+        raise HistoryError("Could not draw an unused run id after 20 tries.")
+
+    def update(self, run_id: str, *, note: str | None = None, reviewer: str | None = None) -> bool:
+        """Edit a run's note and/or reviewer tag; False when there is no such run."""
+        sets, args = [], []
+        if note is not None:
+            sets.append("note = ?")
+            args.append(note)
+        if reviewer is not None:
+            sets.append("reviewer = ?")
+            args.append(reviewer)
+        if not sets:
+            return self.get(run_id, reports=False) is not None
+        try:
+            cur = self.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+        except sqlite3.DatabaseError as e:
+            raise self._refuse(e) from None
+        return cur.rowcount == 1
+
+    def delete(self, run_id: str, *, store_root: str | Path | None = None) -> list[str] | None:
+        """Delete a run and the store files no other run uses; returns the removed paths (None: no such run).
+
+        Only files inside the store are ever removed.
+        """
+        root = Path(store_root or cache_dir()).resolve()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            raise self._refuse(e) from None
+        try:
+            if not self.db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                self.db.execute("ROLLBACK")
+                return None
+            paths = [r[0] for r in self.db.execute(
+                "SELECT DISTINCT path FROM artifacts a WHERE run_id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM artifacts b WHERE b.path = a.path AND b.run_id != ?)", (run_id, run_id))]
+            self.db.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM run_reports WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        removed = []
+        for p in paths:
+            for f in _with_siblings(Path(p)):
+                try:
+                    if f.resolve().is_relative_to(root) and f.is_file():
+                        f.unlink()
+                        removed.append(str(f))
+                except OSError:
+                    pass
+        return removed
+
+    # ---- reading ----
+
+    def count(self, flt: RunFilter = RunFilter()) -> int:
+        where, args = flt.where()
+        return self._q(f"SELECT COUNT(*) FROM runs{where}", args)[0][0]
+
+    def runs(self, flt: RunFilter = RunFilter(), *, sort: str = "time", descending: bool = True,
+             limit: int = 50, offset: int = 0) -> list[dict]:
+        """One page of run summaries (no reports), filtered and sorted in SQL."""
+        where, args = flt.where()
+        column = SORTS.get(sort, "created_at")
+        order = "DESC" if descending else "ASC"
+        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM runs{where} "
+                       f"ORDER BY {column} IS NULL, {column} {order}, created_at DESC, id LIMIT ? OFFSET ?",
+                       (*args, int(limit), int(offset)))
+        return [_summary_row(r) for r in rows]
+
+    def runs_by_id(self, ids: list[str]) -> list[dict | None]:
+        """Summaries of these runs, in this order (None for an id not in the history)."""
+        if not ids:
+            return []
+        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM runs WHERE id IN ({','.join('?' * len(ids))})",
+                       list(ids))
+        by_id = {r["id"]: _summary_row(r) for r in rows}
+        return [by_id.get(i) for i in ids]
+
+    def get(self, run_id: str, *, reports: bool = True) -> dict | None:
+        """The whole run: its columns, data, reports (judged cell reports) and artifacts."""
+        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)}, data FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return None
+        run = {**json.loads(rows[0]["data"]), **_summary_row(rows[0])}
+        run["artifacts"] = {}
+        for r in self._q("SELECT kind, path FROM artifacts WHERE run_id = ?", (run_id,)):
+            run["artifacts"].setdefault(r["kind"], []).append(r["path"])
+        if reports:
+            run["reports"] = [json.loads(r["report"]) for r in self._q(
+                "SELECT report FROM run_reports WHERE run_id = ? ORDER BY position", (run_id,))]
+        return run
+
+    def distinct(self, column: str) -> list[str]:
+        """Values present for a filter (model_name, recipe, verdict)."""
+        if column not in ("model_name", "recipe", "verdict"):
+            raise ValueError(column)
+        return [r[0] for r in self._q(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY 1")]
+
+
+def _summary_row(r: sqlite3.Row) -> dict:
+    d = {k: r[k] for k in _SUMMARY_COLUMNS}
+    d["summary"] = json.loads(d["summary"])
+    return d
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, default=_jsonable, allow_nan=False, separators=(",", ":"))
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):           # numpy scalars
+        return _clean(x.item())
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    return str(x)
+
+
+def _clean(x):
+    """JSON has no NaN/inf: they become strings, as everywhere else in the project (types.json_number)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _real(x) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sort_key(x) -> float | None:
+    v = _real(x)
+    return None if v is None else (v if math.isfinite(v) else 1e308)    # NaN/inf sort as the worst error
+
+
+def _slim(report: dict) -> dict:
+    # The converter log can be megabytes; it stays in the store's tflite/<key>.json.
+    return _clean({k: v for k, v in report.items() if k != "converter_log"})
+
+
+def _artifact_rows(artifacts: dict) -> list[tuple[str, str]]:
+    rows = []
+    for kind, paths in artifacts.items():
+        for p in [paths] if isinstance(paths, str) else paths:
+            if p:
+                rows.append((kind, str(p)))
+    return sorted(set(rows))
+
+
+def _with_siblings(p: Path) -> list[Path]:
+    # A converted model's metadata (calls, log) sits beside it as <key>.json.
+    return [p, p.with_suffix(".json")] if p.suffix == ".tflite" else [p]
+
+
+def _file_sha(path: str | None) -> str | None:
+    import hashlib
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def cell_name(report: dict) -> str:
+    if report.get("route") is None:
+        return "provided"
+    return f"{report['route']}-{report['optimization']}" + ("-int8io" if report.get("int8_io") else "")
+
+
+# ---- what a run records ----
+
+def versions() -> dict[str, str | None]:
+    """Versions of the stack, from package metadata (importing TensorFlow here would cost seconds)."""
+    from . import __version__
+    out = {}
+    for name, dist in (("tensorflow", "tensorflow"), ("keras", "keras"), ("litert", "ai-edge-litert")):
+        try:
+            out[name] = version(dist)
+        except PackageNotFoundError:
+            out[name] = None
+    try:
+        out["tflite_lab"] = version("tflite_lab")
+    except PackageNotFoundError:
+        out["tflite_lab"] = __version__
+    out["python"] = platform.python_version()
+    return out
+
+
+def host_cpu() -> str:
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name}, {os.cpu_count()} cores ({platform.machine()})"
+
+
+def _worst(values, lowest=False):
+    from .metrics import worst
+    return worst(values, lowest=lowest)
+
+
+def summarize(report: dict) -> dict:
+    """The headline numbers of one judged cell report (NaN kept as 'nan')."""
+    lat = ((report.get("latency") or {}).get("tflite") or {})
+    metrics = report.get("metrics") or []
+    return _clean({
+        "max_abs_error": _worst(float(m["max_abs_error"]) for m in metrics) if metrics else None,
+        "min_top1": _worst((None if m.get("top1_agreement") is None else float(m["top1_agreement"])
+                            for m in metrics), lowest=True) if metrics else None,
+        "latency_ms": lat.get("median_ms"), "threads": lat.get("threads"),
+        "failures": report.get("failures", []),
+    })
+
+
+def _pick_headline(reports: list[dict]) -> dict | None:
+    """A matrix's headline: its best cell (smallest within tolerance), else the first computed one."""
+    from .charts import best_cell
+    ok = [r for r in reports if r.get("tflite_bytes")]
+    rows = [{"cell": cell_name(r), "size_bytes": r["tflite_bytes"], "ok": r.get("ok"),
+             "max_abs_error": summarize(r)["max_abs_error"], "latency_ms": summarize(r)["latency_ms"]} for r in ok]
+    best = best_cell(rows)
+    return next((r for r in ok if cell_name(r) == best), ok[0] if ok else None)
+
+
+def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "cli",
+              failed: dict[str, dict] | None = None, extra: dict | None = None, note: str = "",
+              samples_description: str | None = None) -> dict:
+    """A run record from judged cell reports (``pipeline.judge_report``) and the prepared reference.
+
+    Args:
+        kind: "convert", "matrix" or "debug".
+        reports: the judged reports, one per computed cell.
+        prepared: the 'prepare' job's result (model, samples, signature).
+        failed: matrix cells that were refused or failed: {cell: {"message": ..., "kind": ...}}.
+        extra: kind-specific data, e.g. {"layers": [...]} for a debug run (the report's per-layer table).
+    """
+    src = prepared["source"]
+    head = _pick_headline(reports) if kind == "matrix" else (reports[0] if reports else None)
+    failed = failed or {}
+    verdict = head.get("verdict") if head else "error"
+    if kind == "matrix" and reports:
+        verdict = "pass" if any(r.get("ok") for r in reports) else "fail"
+    store = cache_dir()
+    artifacts = {"samples": [prepared["samples_path"]], "reference": [prepared.get("reference_path")],
+                 "tflite": [], "predictions": [], "script": []}
+    for r in reports:
+        artifacts["tflite"].append(r.get("tflite_path"))
+        artifacts["predictions"].append(r.get("predictions_path"))
+        code = (r.get("reproduce") or {}).get("code")
+        if code:
+            import hashlib
+            from .store import Store
+            suffix = ".sh" if (r.get("reproduce") or {}).get("language") == "bash" else ".py"
+            path = Store(store).put_bytes("scripts", hashlib.sha256(code.encode()).hexdigest()[:32], suffix,
+                                          code.encode())
+            artifacts["script"].append(str(path))
+    # A .tflite the user brought is theirs, not the store's product: never listed for deletion.
+    artifacts["tflite"] = [p for p, r in zip(artifacts["tflite"], reports) if r.get("route") is not None]
+    lat_threads = {cell_name(r): ((r.get("latency") or {}).get("tflite") or {}).get("threads") for r in reports}
+    return {
+        "kind": kind, "origin": origin, "created_at": time.time(),
+        "model": {k: src.get(k) for k in ("filename", "sha256", "format", "size_bytes")},
+        "samples": {"description": samples_description or prepared.get("samples_origin"),
+                    "sha256": prepared.get("samples_sha"), "count": prepared.get("num_samples")},
+        "route": head.get("route") if head and kind != "matrix" else (head.get("route") if head else None),
+        "recipe": head.get("optimization") if head else None,
+        "cell": cell_name(head) if head else None,
+        "settings": {"int8_io": head.get("int8_io") if head else None, "calls": head.get("calls") if head else [],
+                     "threads": lat_threads},
+        "verdict": verdict, "ok": bool(head and head.get("ok")) if kind != "matrix" else verdict == "pass",
+        "tolerances": head.get("tolerances") if head else None,
+        "metrics": _clean([{k: v for k, v in m.items() if k != "per_sample_max_abs"}
+                           for m in (head.get("metrics") or [])]) if head else [],
+        "accuracy": head.get("accuracy") if head else None,     # only when labels were given
+        "original_bytes": src.get("size_bytes"), "tflite_bytes": head.get("tflite_bytes") if head else None,
+        "latency": _clean((head.get("latency") if head else None)),
+        "summary": summarize(head) if head else {"failures": [f["message"] for f in failed.values()]},
+        "failed_cells": failed,
+        "signature": prepared.get("signature"), "info": prepared.get("info"),
+        "versions": versions(), "host_cpu": host_cpu(),
+        "artifacts": artifacts, "extra": _clean(extra or {}), "note": note,
+        "reports": [{**r, "cell": cell_name(r), "tflite_sha256": _file_sha(r.get("tflite_path"))} for r in reports],
+    }
+
+
+def record_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "cli",
+               history: History | None = None, **kw) -> str:
+    """Build and store a run; returns its id. The one call convert, matrix, debug and the pages use.
+
+    ``kw`` as in ``build_run`` (failed, extra, note, samples_description).
+    """
+    run = build_run(kind, reports, prepared, origin=origin, **kw)
+    if history is not None:
+        return history.record(run)
+    with History() as h:
+        return h.record(run)

@@ -45,3 +45,32 @@ tf_keras.Model(lx, ly).save(r"{d}/legacy.h5")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     zip_folder(d / "multi_sm", d / "multi_sm.zip")
     return d
+
+
+@pytest.fixture(scope="session")
+def sensitive_model(tmp_path_factory):
+    """A tiny MLP with one layer int8 cannot take: its weight matrix holds 400.0 on a row fed by a
+    unit that is always 0 (dead ReLU), so per-tensor int8 weights round every real weight to 0,
+    while the float model never sees the outlier. Labels = the float model's classes."""
+    d = tmp_path_factory.mktemp("sensitive")
+    code = f"""
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x_in = keras.Input((8,), name="x")
+mix = keras.layers.Dense(16, activation="relu", name="mix")
+sens = keras.layers.Dense(16, activation="relu", name="sensitive")
+head = keras.layers.Dense(4, activation="softmax", name="probs")
+m = keras.Model(x_in, head(sens(mix(x_in))))
+w1 = rng.normal(0, 0.6, (8, 16)).astype("float32"); b1 = np.full(16, 0.1, "float32")
+w1[:, 15] = 0; b1[15] = -1.0
+mix.set_weights([w1, b1])
+w2 = rng.normal(0, 0.4, (16, 16)).astype("float32"); w2[15, :] = 400.0
+sens.set_weights([w2, np.zeros(16, "float32")])
+head.set_weights([rng.normal(0, 1.0, (16, 4)).astype("float32"), np.zeros(4, "float32")])
+x = rng.uniform(0, 1, (64, 8)).astype("float32")
+m.save(r"{d}/sensitive.keras")
+np.savez(r"{d}/sensitive.samples.npz", x=x, labels=m.predict(x, verbose=0).argmax(1))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return d

@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--route", choices=[r.value for r in Route], default=Route.SAVED_MODEL.value)
     c.add_argument("--optimize", choices=[o.value for o in Optimization], default=Optimization.NONE.value)
     c.add_argument("--reference", help="for a .tflite MODEL: the original model to compare it against")
+    c.add_argument("--keep-float", action="append", default=[], metavar="TENSOR",
+                   help="keep the op writing this output tensor in float (names as `debug` lists them); repeatable")
+    c.add_argument("--keep-float-ops", nargs="+", default=[], metavar="OP",
+                   help="keep every op of these types in float, e.g. FULLY_CONNECTED")
+    c.add_argument("--quantizer", choices=["tf", "aeq"], default="tf",
+                   help="tf: TensorFlow's converter; aeq: ai-edge-quantizer on the float .tflite")
+    d = sub.add_parser("debug", help="per-layer quantization error, suggested float layers and the keep-float sweep")
+    _common(d)
+    d.add_argument("--optimize", choices=[o.value for o in Optimization if o is not Optimization.NONE],
+                   default=Optimization.INT8.value)
+    d.add_argument("--quantizer", choices=["tf", "aeq"], default="tf")
+    d.add_argument("--sweep-steps", type=int, default=5, help="at most this many sweep steps (k = 0, 1, 2, 4, 8 ...)")
+    d.add_argument("--sweep-all", action="store_true", help="run every sweep step, not only until the tolerance holds")
     m = sub.add_parser("matrix", help="every route x optimization cell")
     _common(m)
     m.add_argument("--routes", nargs="+", choices=[r.value for r in Route], default=[r.value for r in Route])
@@ -194,7 +207,7 @@ VERDICTS = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "RAN, NO REFERE
 
 
 def _table(public: dict) -> str:
-    label = f"{public['route']}-{public['optimization']}" if public["route"] else "given .tflite"
+    label = public.get("cell") or (f"{public['route']}-{public['optimization']}" if public["route"] else "given .tflite")
     lines = [f"{label}: {VERDICTS.get(public.get('verdict'), 'PASS' if public['ok'] else 'FAIL')}  "
              f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
              f"{public['num_samples']} samples"]
@@ -220,6 +233,11 @@ def _table(public: dict) -> str:
                          f"{_fmt(o['psnr_db'], '.1f'):>9}{_fmt(o['top1_agreement'], '.3f'):>7}  {checks}")
     if public.get("accuracy"):
         lines.append(accuracy_line(public["accuracy"]))
+    if public.get("float_ops"):
+        cost = public.get("float_cost_bytes")
+        lines.append(f"float ops ({len(public['float_ops'])}"
+                     + (f", +{cost:,} bytes over all-quantized" if cost is not None else "") + "): "
+                     + ", ".join(f"{o['op']} {o['tensor']}" for o in public["float_ops"]))
     for f in public.get("failures", []):
         lines.append(f"  fail: {f}")
     for n in public.get("matching", []):
@@ -298,6 +316,13 @@ def _convert(args, limits, pool, history=None) -> int:
         if reference is not None:
             report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src),
                               bench=bench)
+        elif args.keep_float or args.keep_float_ops or args.quantizer != "tf":
+            if args.quantizer == "tf" and args.route != "saved_model":
+                raise UnsupportedCombination("Keeping layers in float goes through TensorFlow's QuantizationDebugger "
+                                             "on the SavedModel export; use --route saved_model.")
+            report = pool.run("selective", progress=progress, prepared=prepared, keep_float=args.keep_float,
+                              keep_float_ops=args.keep_float_ops, optimization=args.optimize,
+                              quantizer=args.quantizer, int8_io=args.int8_io, bench=bench)
         else:
             report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
                               optimization=args.optimize, int8_io=args.int8_io, bench=bench)
@@ -412,6 +437,94 @@ def cmd_matrix(args) -> int:
     return EXIT_OK if all(r["ok"] for r in ran) else EXIT_TOLERANCE
 
 
+def cmd_debug(args) -> int:
+    from .pipeline import source_json
+    from .sources import source_from_path
+    from .worker import WorkerPool
+    limits = _limits(args)
+    history = _open_history(args)
+    with WorkerPool(1, limits, prestart=1) as pool:
+        src = source_from_path(args.model, limits=limits)
+        if src.format is SourceFormat.TFLITE:
+            raise UnsupportedCombination(f"{src.filename} is already a .tflite; debug starts from the original model.")
+        samples, bench = _specs(args)
+        _tasks(args)
+        if args.sweep_steps < 1:
+            raise TFLiteLabError(f"--sweep-steps must be at least 1, got {args.sweep_steps}.")
+        progress = _progress(not args.json)
+        prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples,
+                            bench=type(bench)(enabled=False))
+        _check_tasks(args, prepared)
+        result = pool.run("debug", progress=progress, prepared=prepared, optimization=args.optimize,
+                          quantizer=args.quantizer, int8_io=args.int8_io,
+                          tolerances=_tolerances(args, args.optimize).to_json(), sweep_steps=args.sweep_steps,
+                          sweep_all=args.sweep_all)
+    public = debug_json(result)
+    run_id, _ = _recorded(args, history, "debug", [result["model"]], prepared,
+                          extra={k: public[k] for k in ("layers", "suggested_float", "sweep", "best_step", "notes")})
+    public["run_id"] = run_id
+    if args.out:
+        write_debug_out(Path(args.out), result, public)
+    print(json.dumps(public, indent=2) if args.json else debug_table(result))
+    return EXIT_OK if result["model"]["ok"] else EXIT_TOLERANCE
+
+
+def debug_json(result: dict) -> dict:
+    """The `debug --json` contract (README): layers, suggested_float, sweep, and the chosen model's report."""
+    from .pipeline import report_json
+    return {**{k: v for k, v in result.items() if k not in ("model", "graph")},
+            "model": report_json(result["model"])}
+
+
+LAYER_COLUMNS = ("rank", "tensor", "op", "dtype", "weights", "scale", "zero_point", "rmse", "max_abs_error",
+                 "mean_error", "rmse_per_scale", "mse", "snr_db", "snr_drop_db", "noise_added", "cosine")
+
+
+def write_debug_out(out: Path, result: dict, public: dict) -> None:
+    import csv
+    import shutil
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "layers.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[c for c in LAYER_COLUMNS if any(c in r for r in result["layers"])],
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(result["layers"])
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["k", "float_layers", "tflite_bytes", "max_abs_error", "top1_agreement", "accuracy", "ok", "best"])
+        for s in result["sweep"]:
+            w.writerow([s["k"], ";".join(s["float_layers"]), s["tflite_bytes"], s["max_abs_error"],
+                        s["top1_agreement"], s["accuracy"], s["ok"], bool(s.get("best"))])
+    (out / "overlay.json").write_text(json.dumps(result["overlay"], indent=2))
+    shutil.copyfile(result["float_tflite_path"], out / "float.tflite")
+    shutil.copyfile(result["quant_tflite_path"], out / "quantized.tflite")     # the all-quantized model debugged
+    _write_out(out, result["model"], public["model"])
+    (out / "debug.json").write_text(json.dumps(public, indent=2))
+
+
+def debug_table(result: dict) -> str:
+    lines = [f"debug {result['route']}-{result['optimization']} ({result['quantizer']}), {result['num_samples']} samples, "
+             f"ranked by {'RMSE/scale (layer-isolated)' if result['basis'] == 'isolated' else 'noise added (accumulated)'}"]
+    for n in result["notes"]:
+        lines.append(f"  note: {n}")
+    lines.append(f"{'#':>3}  {'op':<18}{'dtype':<8}{'rmse/scale':>11}{'max_abs':>10}{'snr_db':>9}{'noise+':>9}  tensor")
+    for r in result["layers"][:20]:
+        lines.append(f"{r.get('rank') or '-':>3}  {r['op'][:17]:<18}{r['dtype'][:7]:<8}{_fmt(r.get('rmse_per_scale')):>11}"
+                     f"{_fmt(r.get('max_abs_error')):>10}{_fmt(r.get('snr_db'), '.1f'):>9}{_fmt(r.get('noise_added'), '.2g'):>9}"
+                     f"  {r['tensor']}")
+    if len(result["layers"]) > 20:
+        lines.append(f"  ... {len(result['layers']) - 20} more layers (--json or --out for all)")
+    lines.append("suggested float: " + (", ".join(result["suggested_float"]) or "none (no layer stands out)"))
+    lines.append(f"{'sweep k':<9}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'accuracy':>10}  status")
+    for s in result["sweep"]:
+        lines.append(f"{s['k']:<9}{s['tflite_bytes']:>10,}{_fmt(s['max_abs_error']):>11}{_fmt(s['top1_agreement'], '.3f'):>7}"
+                     f"{_fmt(s['accuracy'], '.4g'):>10}  {'PASS' if s['ok'] else 'FAIL'}"
+                     + ("  <- smallest within tolerance" if s.get("best") else ""))
+    lines.append(_table(__import__("tflite_lab.pipeline", fromlist=["report_json"]).report_json(result["model"])))
+    lines.append(f"Model Explorer (local only): {result['model_explorer_command']}  (files from --out)")
+    return "\n".join(lines)
+
+
 def cmd_inspect(args) -> int:
     from .pipeline import source_json
     from .sources import source_from_path
@@ -518,7 +631,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"convert": cmd_convert, "matrix": cmd_matrix, "inspect": cmd_inspect, "history": cmd_history,
-                "report": cmd_report}[args.command](args)
+                "report": cmd_report, "debug": cmd_debug}[args.command](args)
     except TFLiteLabError as e:
         print(f"error: {e.user_message}", file=sys.stderr)
         out = getattr(args, "out", None)

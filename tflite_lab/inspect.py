@@ -177,3 +177,64 @@ def analyzer_report(tflite: bytes) -> str:
     with capture_output() as cap:
         tf.lite.experimental.Analyzer.analyze(model_content=tflite)
     return cap.text
+
+
+def op_graph(tflite: bytes, name: str = "The .tflite") -> list[dict]:
+    """The main subgraph's operators in execution order: ``{"index", "op", "inputs", "outputs",
+    "output_dtypes", "input_dtypes", "quant"}`` with tensor *names* (inputs that are constants have
+    ``const`` in ``const_inputs``) and the first output's scale/zero point when it is quantized."""
+    model = _parse(tflite, name)
+    codes = op_names(tflite, name)
+    types = _tensor_types()
+    try:
+        sg = model.Subgraphs(0)
+        buffers_with_data = set()
+        for b in range(model.BuffersLength()):
+            buf = model.Buffers(b)
+            if buf.DataLength() or buf.Size():
+                buffers_with_data.add(b)
+
+        def tensor(j: int) -> dict:
+            t = sg.Tensors(j)
+            q = t.Quantization()
+            scale = q.ScaleAsNumpy() if q is not None and q.ScaleLength() else None
+            zp = q.ZeroPointAsNumpy() if q is not None and q.ZeroPointLength() else None
+            return {"name": (t.Name() or b"").decode("utf-8", "replace"), "dtype": types.get(t.Type(), str(t.Type())),
+                    "const": t.Buffer() in buffers_with_data,
+                    "scale": [float(x) for x in scale[:4]] if scale is not None else None,
+                    "channels": int(len(scale)) if scale is not None else 0,
+                    "zero_point": int(zp[0]) if zp is not None else None}
+
+        ops = []
+        for i in range(sg.OperatorsLength()):
+            o = sg.Operators(i)
+            ins = [tensor(int(j)) for j in (o.InputsAsNumpy() if o.InputsLength() else []) if j >= 0]
+            outs = [tensor(int(j)) for j in (o.OutputsAsNumpy() if o.OutputsLength() else []) if j >= 0]
+            ops.append({"index": i, "op": codes[o.OpcodeIndex()],
+                        "inputs": [t["name"] for t in ins if not t["const"]],
+                        "const_inputs": [{"name": t["name"], "dtype": t["dtype"]} for t in ins if t["const"]],
+                        "input_dtypes": [t["dtype"] for t in ins if not t["const"]],
+                        "outputs": [t["name"] for t in outs], "output_dtypes": [t["dtype"] for t in outs],
+                        "quant": ({"scale": outs[0]["scale"], "zero_point": outs[0]["zero_point"],
+                                   "channels": outs[0]["channels"]} if outs and outs[0]["scale"] else None)})
+        return ops
+    except SourceError:
+        raise
+    except Exception as e:
+        raise _corrupt(name, e) from None
+
+
+LOW_PRECISION = ("int8", "uint8", "int16", "int4", "float16")
+
+
+def float_ops(ops: list[dict]) -> list[dict]:
+    """Compute ops that run fully in float in a quantized model: float output and no low-precision
+    weights, either stored in the op or dequantized from a constant just before it (dynamic range,
+    float16). QUANTIZE/DEQUANTIZE are the glue, not counted."""
+    glue = {"QUANTIZE", "DEQUANTIZE"}
+    dequantized_consts = {n for o in ops if o["op"] == "DEQUANTIZE" and not o["inputs"]
+                          and any(c["dtype"] in LOW_PRECISION for c in o["const_inputs"]) for n in o["outputs"]}
+    return [o for o in ops if o["op"] not in glue and o["output_dtypes"]
+            and o["output_dtypes"][0] in ("float32", "float16")
+            and not any(c["dtype"] in LOW_PRECISION for c in o["const_inputs"])
+            and not any(i in dequantized_consts for i in o["inputs"])]

@@ -441,6 +441,8 @@ def report_json(report: dict) -> dict:
         "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
         "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
         "tolerances": report.get("tolerances"),
+        **{k: report[k] for k in ("cell", "quantizer", "keep_float", "keep_float_ops", "float_ops", "float_cost_bytes")
+           if k in report},
     }
 
 

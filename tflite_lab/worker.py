@@ -31,8 +31,10 @@ STARTUP_LIMIT_S = 180.0
 
 
 def _jobs():
-    from . import pipeline
+    from . import layerwise, pipeline
     return {
+        "debug": layerwise.run_debug,
+        "selective": layerwise.run_selective,
         "describe": pipeline.describe,
         "prepare": pipeline.prepare,
         "cell": pipeline.run_cell,

@@ -24,6 +24,7 @@ navigation = st.navigation([
     st.Page(common.PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
     st.Page(common.PAGES["size_speed"], title="Size & speed", icon=":material/speed:"),
     st.Page(common.PAGES["matrix"], title="Matrix", icon=":material/grid_view:"),
+    st.Page(common.PAGES["debug"], title="Debug", icon=":material/troubleshoot:"),
 ])
 
 with st.sidebar:

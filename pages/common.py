@@ -27,7 +27,7 @@ from tflite_lab.types import Optimization, SourceFormat, Tolerances
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "sample_models"
-PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix")}
+PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix", "debug")}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class Samples:
 def init_state() -> None:
     for key, value in (("lab_model", None), ("lab_reference", None), ("lab_samples", None),
                        ("lab_prepared", None), ("lab_reports", {}), ("lab_failures", {}),
-                       ("lab_tolerances", {}), ("lab_selected", None), ("lab_model_error", None)):
+                       ("lab_tolerances", {}), ("lab_selected", None), ("lab_model_error", None),
+                       ("lab_debug", {})):
         st.session_state.setdefault(key, value)
 
 
@@ -102,6 +103,7 @@ def reset_results() -> None:
     ss["lab_failures"] = {}
     ss["lab_tolerances"] = {}
     ss["lab_selected"] = None
+    ss["lab_debug"] = {}
 
 
 def default_tolerances(report: dict) -> Tolerances:

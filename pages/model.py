@@ -116,7 +116,8 @@ kind = st.radio("Samples come from", kinds, index=kinds.index(kind_now), horizon
                 format_func={"shipped": f"the bundled {shipped.name if shipped else ''}", "upload": "a file I upload",
                              "random": "random values"}.get)
 if kind == "shipped" and kind_now != "shipped":
-    common.set_samples(SampleSpec(path=str(shipped)), shipped.name)
+    labels = str(common.SAMPLES_DIR / m.catalog["labels"]) if m.catalog.get("labels") else None
+    common.set_samples(SampleSpec(path=str(shipped), labels=labels), shipped.name)
 elif kind == "upload":
     st.file_uploader("Sample inputs", type=["npy", "npz", "csv", "png", "jpg", "jpeg", "zip"], key="samples_upload",
                      max_upload_size=MAX_MB, accept_multiple_files=True,

@@ -156,6 +156,19 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                 elif step not in ("done", "failed"):
                     row["status"] = f"running: {step}" + (f" ({time.monotonic() - started:.0f} s)" if started else "")
             rows.append(row)
+    grid = {r["cell"] for r in rows}
+    for cid, rep in reports().items():          # selective and ai-edge-quantizer cells: rows of their own
+        if cid in grid or cid == "provided":
+            continue
+        r = judged(cid)
+        tfl = (r["latency"] or {}).get("tflite") or {}
+        floats = ", ".join(o["op"] for o in r.get("float_ops") or [])
+        rows.append({"cell": cid, "route": "ai-edge-quantizer" if r.get("quantizer") == "aeq" else r["route"],
+                     "optimization": cid.split("-", 1)[-1],
+                     "status": "pass" if r["ok"] else "FAIL", "size (KB)": r["tflite_bytes"] / 1024,
+                     "size vs original": r["size_ratio"], "max abs error": worst_error(r), "top-1": min_top1(r),
+                     "accuracy": _f((r.get("accuracy") or {}).get("tflite")), "latency (ms)": tfl.get("median_ms"),
+                     "note": "; ".join(r["failures"]) or (f"float ops: {floats}" if floats else "")})
     return pd.DataFrame(rows, dtype=object)
 
 

@@ -401,3 +401,52 @@ def pareto_figure(rows: list[dict], y_label: str = "max abs error") -> go.Figure
              + (f"; {len(broken)} with NaN/inf" if broken else "") + ")")
     fig.update_yaxes(type="log")
     return _layout(fig, title, "TFLite size (KB)", f"{y_label} (log scale)", height=460)
+
+
+# ---- Debug ----
+
+def layer_error_figure(layers: list[dict], metric: str, label: str) -> go.Figure:
+    """Error along the graph: layer order on x, the metric on y; quantized and float ops marked."""
+    rows = sorted((r for r in layers if r.get(metric) is not None), key=lambda r: r["order"])
+    fig = go.Figure()
+    for quantized, name, colour in ((True, "quantized op", TFLITE_COLOR), (False, "float op", ORIGINAL_COLOR)):
+        pick = [r for r in rows if (r["dtype"] not in ("float32", "float16", "—") or (r.get("weights") or "") in
+                                    ("int8", "int16", "int4")) == quantized]
+        if pick:
+            vals = [float(r[metric]) for r in pick]
+            fig.add_trace(go.Scatter(x=[r["order"] for r in pick], y=[v if math.isfinite(v) else None for v in vals],
+                                     mode="markers", name=name, marker={"color": colour, "size": 9},
+                                     text=[f"{r['op']}: {r['tensor']}" for r in pick],
+                                     hovertemplate="#%{x} %{text}<br>" + label + " %{y:.3g}<extra></extra>"))
+    bad = [r for r in rows if not math.isfinite(float(r[metric]))]
+    for r in bad:       # NaN/inf has no height: drawn as a note at its position
+        fig.add_vline(x=r["order"], line={"color": FAIL_COLOR, "dash": "dot"})
+        fig.add_annotation(x=r["order"], y=1, yref="paper", text=f"{r['op']}: {r[metric]}", showarrow=False,
+                           font={"color": FAIL_COLOR})
+    return _layout(fig, "Error along the graph", "layer (graph order)", label)
+
+
+def sweep_figure(sweep: list[dict]) -> go.Figure:
+    """Size against error for each keep-float step; accuracy on a second axis when labels exist;
+    the smallest step within tolerance is starred."""
+    fig = go.Figure()
+    if not sweep:
+        return _layout(fig, "Keep-float sweep (not run)", "TFLite size (KB)", "max abs error")
+    kb = [s["tflite_bytes"] / 1024 for s in sweep]
+    err = [float(s["max_abs_error"]) if s["max_abs_error"] is not None else None for s in sweep]
+    fig.add_trace(go.Scatter(x=kb, y=err, mode="lines+markers+text", name="max abs error",
+                             text=[f"k={s['k']}" for s in sweep], textposition="top center",
+                             marker={"size": 11, "symbol": ["circle" if s["ok"] else "x" for s in sweep],
+                                     "color": [PASS_COLOR if s["ok"] else FAIL_COLOR for s in sweep]}))
+    if any(s.get("accuracy") is not None for s in sweep):
+        fig.add_trace(go.Scatter(x=kb, y=[None if s["accuracy"] is None else float(s["accuracy"]) for s in sweep],
+                                 mode="lines+markers", name="accuracy (labels)", yaxis="y2",
+                                 line={"dash": "dot", "color": "gray"}))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "accuracy"})
+    best = [i for i, s in enumerate(sweep) if s.get("best")]
+    if best:
+        i = best[0]
+        fig.add_trace(go.Scatter(x=[kb[i]], y=[err[i]], mode="markers", name=f"smallest within tolerance (k={sweep[i]['k']})",
+                                 marker={"size": 24, "symbol": "star", "color": "rgba(0,0,0,0)",
+                                         "line": {"width": 2, "color": PASS_COLOR}}))
+    return _layout(fig, "Keep-float sweep: size vs error (× = out of tolerance)", "TFLite size (KB)", "max abs error")

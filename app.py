@@ -18,14 +18,18 @@ st.set_page_config(page_title="TFLite Lab", page_icon=":material/memory:", layou
 common.init_state()
 common.executor()       # starts one worker now, so TensorFlow is imported before the first model arrives
 
+start = common.open_permalink()       # ?run=<id> starts on Compare, ?runs=a,b on History
 navigation = st.navigation([
-    st.Page(common.PAGES["model"], title="Model", icon=":material/upload_file:", default=True),
+    st.Page(common.PAGES["model"], title="Model", icon=":material/upload_file:", default=start is None),
     st.Page(common.PAGES["convert"], title="Convert", icon=":material/transform:"),
-    st.Page(common.PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
+    st.Page(common.PAGES["compare"], title="Compare", icon=":material/compare_arrows:", default=start == "compare"),
     st.Page(common.PAGES["size_speed"], title="Size & speed", icon=":material/speed:"),
     st.Page(common.PAGES["matrix"], title="Matrix", icon=":material/grid_view:"),
     st.Page(common.PAGES["debug"], title="Debug", icon=":material/troubleshoot:"),
+    st.Page(common.PAGES["history"], title="History", icon=":material/history:", default=start == "history"),
 ])
+if st.session_state.get("_permalink_error"):
+    st.error(st.session_state.pop("_permalink_error"), icon=":material/link_off:")
 
 with st.sidebar:
     st.session_state["_sidebar_summary"] = st.empty()   # pages refresh it when they change the model or results

@@ -27,7 +27,8 @@ from tflite_lab.types import Optimization, SourceFormat, Tolerances
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "sample_models"
-PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix", "debug")}
+PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix", "debug",
+                                                  "history")}
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def init_state() -> None:
     for key, value in (("lab_model", None), ("lab_reference", None), ("lab_samples", None),
                        ("lab_prepared", None), ("lab_reports", {}), ("lab_failures", {}),
                        ("lab_tolerances", {}), ("lab_selected", None), ("lab_model_error", None),
-                       ("lab_debug", {})):
+                       ("lab_debug", {}), ("lab_run_ids", {}), ("lab_matrix_run", None)):
         st.session_state.setdefault(key, value)
 
 
@@ -104,6 +105,8 @@ def reset_results() -> None:
     ss["lab_tolerances"] = {}
     ss["lab_selected"] = None
     ss["lab_debug"] = {}
+    ss["lab_run_ids"] = {}
+    ss["lab_matrix_run"] = None
 
 
 def default_tolerances(report: dict) -> Tolerances:
@@ -285,6 +288,7 @@ def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progr
         sidebar_summary()
         raise
     st.session_state["lab_selected"] = cell.id
+    record("convert", [cell.id], prepared)
     sidebar_summary()
     return report
 
@@ -294,6 +298,7 @@ def run_provided(prepared: dict, progress=None) -> dict:
                      bench=bench_spec())
     reports()["provided"] = report
     st.session_state["lab_selected"] = "provided"
+    record("convert", ["provided"], prepared)
     sidebar_summary()
     return report
 
@@ -348,3 +353,152 @@ def run_cells(cells: list[Cell], prepared: dict, render) -> None:
     orchestrate.run_cells(executor(), [CellJob(c.id, c, prepared) for c in cells], bench_spec(), reports(),
                           failures(), render, on_finish=lambda _key: sidebar_summary())
     sidebar_summary()
+
+
+# ---- run history and permalinks ----
+
+def record(kind: str, cells: list[str], prepared: dict, failed: dict | None = None) -> str | None:
+    """Keep the run in the history (judged with the session's tolerances); its id per cell.
+
+    A history the product cannot read does not stop the dashboard: the run is not recorded and
+    the page says why.
+    """
+    from tflite_lab.errors import HistoryError
+    from tflite_lab.history import record_run
+    ss = st.session_state
+    try:
+        run_id = record_run(kind, [judged(c) for c in cells], prepared, origin="dashboard", failed=failed,
+                            samples_description=samples().label if original() else None)
+    except HistoryError as e:
+        st.warning(f"Not recorded in the run history: {e.user_message}", icon=":material/history:")
+        return None
+    if kind == "matrix":
+        ss["lab_matrix_run"] = run_id
+        for c in cells:             # cells first converted on Convert keep their own run
+            ss["lab_run_ids"].setdefault(c, run_id)
+    else:
+        ss["lab_run_ids"].update({c: run_id for c in cells})
+    return run_id
+
+
+def history():
+    """The run history for this script run (a new connection: sqlite3 connections stay in one thread)."""
+    from tflite_lab.history import History
+    return History()
+
+
+def open_run(run: dict) -> str | None:
+    """Make a recorded run the session's results, as if just converted; returns the cell to show."""
+    reports_ = {r["cell"]: r for r in run.get("reports", [])}
+    if not reports_:
+        return None
+    source = next(iter(reports_.values())).get("source") or {**run["model"], "path": ""}
+    m = Model(source, {"signature": run.get("signature") or {"inputs": [], "outputs": []},
+                       "info": run.get("info") or {}}, run["model"]["filename"])
+    ss = st.session_state
+    ss["lab_model"], ss["lab_reference"] = m, None
+    # Converting again from here uses the run's own samples (the store keeps them as .npz).
+    kept = next((p for p in run.get("artifacts", {}).get("samples", []) if p and Path(p).is_file()), None)
+    ss["lab_samples"] = Samples(SampleSpec(path=kept), run["samples"].get("description") or Path(kept).name) \
+        if kept else None
+    reset_results()
+    ss["lab_reports"].update(reports_)
+    if run["kind"] == "matrix":
+        ss["lab_matrix_run"] = run["id"]
+    ss["lab_run_ids"].update({c: run["id"] for c in reports_})
+    ss["lab_tolerances"].update({c: Tolerances.from_json(r["tolerances"]) for c, r in reports_.items()
+                                 if r.get("tolerances")})
+    cell = run.get("cell") if run.get("cell") in reports_ else next(iter(reports_))
+    ss["lab_selected"] = cell
+    return cell
+
+
+def open_permalink() -> str | None:
+    """``?run=<id>`` opens that run on Compare, ``?runs=a,b`` side by side on History.
+
+    Returns the page to start on (None: the normal start page). Done once per link, so the user's
+    later changes in the session are not undone by a rerun.
+    """
+    from tflite_lab.errors import HistoryError
+    params = st.query_params
+    run, runs = params.get("run"), params.get("runs")
+    link = f"run={run}" if run else f"runs={runs}" if runs else None
+    ss = st.session_state
+    if not link:
+        return None
+    if ss.get("_permalink") == link:
+        return ss.get("_permalink_page")
+    ss["_permalink"], ss["_permalink_page"] = link, None
+    ids = [run] if run else [i.strip() for i in runs.split(",") if i.strip()]
+    try:
+        with history() as h:
+            found = {i: h.get(i) for i in ids}
+    except HistoryError as e:
+        ss["_permalink_error"] = e.user_message
+        return None
+    missing = [i for i, r in found.items() if r is None]
+    if missing:
+        ss["_permalink_error"] = (f"No run {', '.join(repr(i) for i in missing)} in the run history: it may have "
+                                  "been deleted, or the link comes from another installation.")
+        return None
+    if run:
+        if open_run(found[run]) is None:
+            ss["_permalink_error"] = f"Run '{run}' has no computed result to open (its conversion failed)."
+            return None
+        ss["_permalink_page"] = "compare"
+    else:
+        ss["history_compare"] = ids
+        ss["_permalink_page"] = "history"
+    return ss["_permalink_page"]
+
+
+def permalink(run_ids: list[str]) -> str:
+    """The URL that opens these runs (one: on Compare; several: side by side)."""
+    base = ""
+    try:
+        url = st.context.url or ""
+        base = url.split("?", 1)[0].rsplit("/", 1)[0] if url else ""
+    except AttributeError:
+        pass
+    query = f"run={run_ids[0]}" if len(run_ids) == 1 else f"runs={','.join(run_ids)}"
+    return f"{base}/?{query}"
+
+
+def copy_link(run_ids: list[str] | str | None, key: str) -> None:
+    """A 'Copy link' next to a verdict: the permalink in a code box with its copy button."""
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids or [])
+    if not ids:
+        st.caption("Not in the run history, so no link.")
+        return
+    with st.popover("Copy link", icon=":material/link:", key=key):
+        st.code(permalink(ids), language=None)
+        st.caption("Opens " + ("this run on Compare." if len(ids) == 1 else "these runs side by side on History."))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def report_bytes(run_ids: tuple[str, ...], _stamp: str) -> bytes:
+    """The self-contained HTML report of these runs (``_stamp``: their notes, so an edit rebuilds it)."""
+    from tflite_lab.report_html import render_report
+    with history() as h:
+        runs = [h.get(i) for i in run_ids]
+    return render_report([r for r in runs if r]).encode()
+
+
+def report_download(run_ids: list[str], key: str) -> None:
+    """Download the HTML report of these runs, its size on the button."""
+    from tflite_lab.charts import human_bytes
+    from tflite_lab.errors import HistoryError
+    if not run_ids:
+        return
+    try:
+        with history() as h:
+            stamp = "|".join(f"{(r or {}).get('note')}{(r or {}).get('reviewer')}"
+                             for r in (h.runs_by_id(run_ids)))
+        data = report_bytes(tuple(run_ids), stamp)
+    except HistoryError as e:
+        st.caption(f"No report: {e.user_message}")
+        return
+    name = "report-" + "-".join(run_ids) + ".html"
+    st.download_button(f"HTML report ({human_bytes(len(data))})", data, name, mime="text/html", key=key,
+                       icon=":material/download:", on_click="ignore",
+                       help="One self-contained file: opens offline in any browser.")

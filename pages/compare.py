@@ -24,6 +24,8 @@ if report.get("reference_path") is None:
     # A .tflite run without its original: nothing to compare, but NaN/inf outputs still fail.
     judged = common.judged(cell)
     st.metric("Verdict", tables.verdict(judged))
+    common.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
+    common.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
     st.info("No original model was given, so nothing was compared: the .tflite was run on the samples. "
             "Upload the original on the Model page to compare.", icon=":material/info:")
     st.dataframe(tables.styled(tables.output_stats_frame(judged)), hide_index=True, placeholder="–")
@@ -83,6 +85,8 @@ frame = tables.metrics_frame(judged)
 top1 = tables.min_top1(report)
 c = st.columns(5)
 c[0].metric("Verdict", tables.verdict(judged))
+with c[0]:
+    common.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
 c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
 c[2].metric("Worst max abs error", tables.number(tables.worst_error(report)))
 c[3].metric("Lowest top-1 agreement", tables.number(top1, ".1%"))
@@ -104,12 +108,14 @@ with st.expander("How each output is judged"):
             index=[AUTO, "classification", "regression"].index(tol.task_of(mm["name"]) or AUTO),
             format_func=lambda t, d=detected: f"{d} (detected)" if t == AUTO else t, on_change=save_tolerances,
             help=next(x for x in report["metrics"] if x["name"] == mm["name"]).get("task_reason"))
-d = st.columns([1, 1, 4])
+d = st.columns([1, 1, 1, 3])
 d[0].download_button("Metrics (.csv)", frame.to_csv(index=False), f"{cell}-metrics.csv", mime="text/csv",
                      icon=":material/download:", on_click="ignore")
 d[1].download_button("Predictions (.npz)", lambda: Path(report["predictions_path"]).read_bytes(),
                      f"{cell}-predictions.npz", mime="application/octet-stream",
                      icon=":material/download:", on_click="ignore")
+with d[2]:
+    common.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
 
 outputs = list(reference)
 per_sample = {mm["name"]: mm["per_sample_max_abs"] for mm in report["metrics"]}

@@ -77,6 +77,8 @@ st.subheader(f"Result: {cell}" + (" (from the cache)" if report.get("cached") el
 c = st.columns(5)
 c[0].metric("Verdict", tables.verdict(report), help="Against the tolerances (editable on Compare)" if not alone
             else "Nothing was compared: no original model. Fails only when an output is NaN/inf.")
+with c[0]:
+    common.copy_link(st.session_state["lab_run_ids"].get(cell), key="convert_link")
 c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]),
             None if alone else f"{report['size_ratio'] - 1:+.0%} vs original", delta_color="inverse")
 c[2].metric("Max abs error", tables.number(tables.worst_error(report)))

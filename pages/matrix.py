@@ -56,6 +56,7 @@ if run:
                            column_config=columns, height=height, column_order=shown, placeholder="–")
 
         common.run_cells(todo, prepared, render)
+        common.record("matrix", list(common.reports()), prepared, failed=dict(common.failures()))
         ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
         st.rerun()      # redraw the counts, the table and the chart from the new results
 
@@ -70,6 +71,12 @@ rows = tables.pareto_rows()
 best = charts.best_cell(rows)
 if best:
     st.success(f"Best: **{best}**, the smallest model within tolerance.", icon=":material/star:")
+if ss.get("lab_matrix_run"):
+    a, b, _ = st.columns([1, 1, 4])
+    with a:
+        common.copy_link(ss["lab_matrix_run"], key="matrix_link")
+    with b:
+        common.report_download([ss["lab_matrix_run"]], key="matrix_report")
 y_label = "max abs error"
 metrics = {r["accuracy_metric"] for r in rows if r.get("accuracy") is not None}
 if metrics:     # labelled samples: the task's own error is a choice of axis

@@ -13,6 +13,7 @@ Nothing here imports TensorFlow: versions are read from package metadata.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -402,7 +403,8 @@ def cell_name(report: dict) -> str:
 
 # ---- what a run records ----
 
-def versions() -> dict[str, str | None]:
+@functools.lru_cache(maxsize=1)        # fixed for the life of a process
+def _versions() -> dict[str, str | None]:
     """Versions of the stack, from package metadata (importing TensorFlow here would cost seconds)."""
     from . import __version__
     out = {}
@@ -419,6 +421,11 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def versions() -> dict[str, str | None]:
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
 def host_cpu() -> str:
     name = ""
     try:

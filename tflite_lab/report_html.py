@@ -201,14 +201,21 @@ def _top1(rep: dict):
     return worst((None if v is None else float(v) for v in vals), lowest=True) if vals else None
 
 
+def _generic_table(rows: list[dict], cls: str) -> str:
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return _num(v, ".4g")
+        return _e(", ".join(map(str, v)) if isinstance(v, list) else v)
+    return _table(cols, [[cell(row.get(c)) for c in cols] for row in rows], cls)
+
+
 def layers_section(layers: list[dict]) -> str:
     """The per-layer table of a debugged run (columns as the debug run recorded them)."""
     if not layers:
         return ""
-    cols = list(dict.fromkeys(k for row in layers for k in row))
-    rows = [[_num(row.get(c), ".4g") if isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool)
-             else _e(row.get(c)) for c in cols] for row in layers]
-    return f"<h3>Per-layer errors ({len(layers)} tensors)</h3>" + _table(cols, rows, "layers")
+    return f"<h3>Per-layer errors ({len(layers)} tensors)</h3>" + _generic_table(layers, "layers")
 
 
 def _head_report(run: dict) -> dict | None:
@@ -258,7 +265,15 @@ def run_section(run: dict, figs: _Figures) -> str:
             out.append(f'<p class="warn">warning: {_e(w)}</p>')
     if run["kind"] == "matrix":
         out.append(matrix_section(run, figs))
-    out.append(layers_section((run.get("extra") or {}).get("layers") or []))
+    extra = run.get("extra") or {}
+    out.append(layers_section(extra.get("layers") or []))
+    if extra.get("suggested_float"):
+        out.append(f"<p>Suggested float layers: <code>{_e(', '.join(map(str, extra['suggested_float'])))}</code></p>")
+    if extra.get("sweep"):
+        out.append("<h3>Keep-float sweep</h3>" + _generic_table(extra["sweep"], "sweep")
+                   + (f"<p class='meta'>Chosen: step {_e(extra.get('best_step'))}</p>"
+                      if extra.get("best_step") is not None else ""))
+    out += [f"<p class='meta'>{_e(n)}</p>" for n in extra.get("notes") or []]
     rep = (head or {}).get("reproduce") or {}
     if rep.get("code"):
         out.append(f"<h3>Reproduction script</h3><pre><code>{_e(rep['code'])}</code></pre>")

@@ -49,6 +49,11 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def code_blocks(at: AppTest) -> list:
+    """The page's code boxes, without the permalink ones of the 'Copy link' popovers."""
+    return [c for c in at.code if "/?run" not in c.value]
+
+
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
 

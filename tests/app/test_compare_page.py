@@ -1,6 +1,8 @@
 """Compare page: metrics per output against editable tolerances, charts, drill-down, downloads."""
 from __future__ import annotations
 
+import re
+
 from apptest_helpers import assert_clean, convert, go, metrics, texts, use_sample
 
 
@@ -37,7 +39,8 @@ def test_metrics_charts_and_drill_down_for_a_classifier(digits):
     errors = [float(o.split("max |Δ| ")[1]) for o in drill.options]
     assert errors == sorted(errors, reverse=True)        # worst first
     labels = [b.label for b in digits.get("download_button")]
-    assert labels == ["Metrics (.csv)", "Predictions (.npz)"]
+    assert labels[:2] == ["Metrics (.csv)", "Predictions (.npz)"]
+    assert re.fullmatch(r"HTML report \([\d.]+ MB\)", labels[2]) and len(labels) == 3     # the run's report, sized
 
 
 def test_tighter_tolerance_turns_the_verdict_to_fail(digits):

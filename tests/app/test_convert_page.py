@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apptest_helpers import SAMPLES, assert_clean, convert, go, metrics, sidebar_texts, texts, upload_model, use_sample
+from apptest_helpers import SAMPLES, assert_clean, code_blocks, convert, go, metrics, sidebar_texts, texts, upload_model, use_sample
 
 from tflite_lab.errors import ConversionError
 
@@ -31,10 +31,10 @@ def test_convert_shows_verdict_code_and_download(digits):
     assert shown["TFLite size"].endswith("KB")
     assert float(shown["Max abs error"]) < 1e-4
     assert shown["Top-1 agreement"] == "100.0%"
-    code = digits.code[0].value
+    code = code_blocks(digits)[0].value
     assert "EXPORT = 'digits_cnn_export'" in code and "tf.lite.TFLiteConverter.from_saved_model(EXPORT)" in code
     assert "tflite_model = converter.convert()" in code
-    assert "python -m tflite_lab convert digits_cnn.keras --route saved_model --optimize none" in digits.code[1].value
+    assert "python -m tflite_lab convert digits_cnn.keras --route saved_model --optimize none" in code_blocks(digits)[1].value
     report = digits.session_state["lab_reports"]["saved_model-none"]
     assert Path(report["tflite_path"]).read_bytes()[4:8] == b"TFL3"
     assert digits.status[0].label.startswith("saved_model-none done in")
@@ -47,7 +47,7 @@ def test_int8_shows_calibration_code(digits):
     shown = metrics(digits)
     # The trained digits CNN keeps top-1 on its samples under int8 (measured 99.4 %): a PASS by top-1.
     assert shown["Verdict"] == "PASS" and float(shown["Top-1 agreement"].rstrip("%")) >= 95
-    code = digits.code[0].value
+    code = code_blocks(digits)[0].value
     assert "def representative_dataset():" in code and "TFLITE_BUILTINS_INT8" in code
 
 
@@ -66,7 +66,7 @@ def test_cli_route_shows_the_shell_command(app):
     assert_clean(app)
     # Dynamic range leaves this small MLP's probabilities within float noise (measured PSNR ~150 dB).
     assert metrics(app)["Verdict"] == "PASS"
-    shell = app.code[0].value
+    shell = code_blocks(app)[0].value
     assert "model.export(EXPORT)" in shell    # Keras files are exported first, then converted
     assert "\ntflite_convert --saved_model_dir=breast_cancer_mlp_export" in shell and "--post_training_quantize" in shell
     assert "--output_file=model.tflite" in shell

@@ -1,0 +1,150 @@
+"""History: every recorded run (dashboard and CLI), filtered and paged in SQL; runs side by side."""
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from pages import common, tables
+from tflite_lab import charts, report_html
+from tflite_lab.errors import HistoryError
+from tflite_lab.history import SORTS, RunFilter
+
+PAGE_SIZE = 50
+ss = st.session_state
+st.title("History")
+try:
+    h = common.history()
+except HistoryError as e:
+    common.show_error(e)
+    st.stop()
+
+f = st.columns([2, 1, 1, 2, 2], vertical_alignment="bottom")
+model = f[0].selectbox("Model", [None, *h.distinct("model_name")], key="hist_model", format_func=lambda x: x or "all")
+verdict = f[1].selectbox("Verdict", [None, "pass", "fail", "ran, no reference", "error"], key="hist_verdict",
+                         format_func=lambda x: x or "all")
+recipe = f[2].selectbox("Recipe", [None, *h.distinct("recipe")], key="hist_recipe", format_func=lambda x: x or "all")
+days = f[3].date_input("Date", value=(), key="hist_dates", help="A day, or a range of days")
+search = f[4].text_input("Search notes", key="hist_search", placeholder="text in a note or reviewer tag")
+since = until = None
+if days:
+    first, last = (days[0], days[-1]) if isinstance(days, (tuple, list)) else (days, days)
+    since = dt.datetime.combine(first, dt.time()).timestamp()
+    until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()).timestamp()
+flt = RunFilter(model=model, verdict=verdict, recipe=recipe, since=since, until=until, search=search or None)
+total = h.count(flt)
+s = st.columns([2, 1, 1, 3], vertical_alignment="bottom")
+sort = s[0].selectbox("Sort by", list(SORTS), key="hist_sort")
+descending = s[1].toggle("Descending", value=True, key="hist_desc")
+pages = max(1, -(-total // PAGE_SIZE))
+page = s[2].number_input("Page", min_value=1, max_value=pages, value=1, key="hist_page") if pages > 1 else 1
+s[3].caption(f"{total:,} runs" + (f" · page {page} of {pages}" if pages > 1 else "") + f" · {h.path}")
+
+rows = h.runs(flt, sort=sort, descending=descending, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+if not rows:
+    st.info("No run yet: conversions on the Convert and Matrix pages and `python -m tflite_lab convert|matrix` "
+            "are recorded here." if not total and flt == RunFilter() else "No run matches these filters.",
+            icon=":material/history:")
+
+
+def _f(x):
+    return None if x is None else float(x)
+
+
+frame = pd.DataFrame([{
+    "run": r["id"], "time": dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+    "kind": r["kind"], "from": r["origin"], "model": r["model_name"],
+    "cell": f"{r['route'] or ''}-{r['recipe'] or ''}".strip("-") or "–",
+    "verdict": tables.VERDICT_TEXT.get(r["verdict"], r["verdict"]), "size (KB)": (r["tflite_bytes"] or 0) / 1024 or None,
+    "max abs error": _f(r["summary"].get("max_abs_error")), "top-1": _f(r["summary"].get("min_top1")),
+    "latency (ms)": _f(r["summary"].get("latency_ms")), "note": r["note"], "reviewer": r["reviewer"]}
+    for r in rows], dtype=object)
+picked: list[str] = []
+if rows:
+    fmt = {k: tables._formatter(v) for k, v in {"size (KB)": ",.1f", "max abs error": ".2e", "top-1": ".1%",
+                                                   "latency (ms)": ".4f"}.items()}
+    # Keyed by the rows shown: another page, filter or a deletion starts a fresh selection, so a
+    # selected index can never point at a different run.
+    key = "hist_table_" + str(abs(hash(tuple(r["id"] for r in rows))))
+    event = st.dataframe(frame.style.format(fmt), hide_index=True, key=key, on_select="rerun",
+                         selection_mode="multi-row", placeholder="–",
+                         column_config={"note": st.column_config.TextColumn(width="large")})
+    picked = [rows[i]["id"] for i in event.selection.rows] if event else []
+    st.caption("Select one run to open, annotate, report or delete it; two or more to compare them side by side.")
+if picked:
+    ss["history_compare"] = None          # a selection in the table replaces an opened ?runs= link
+picked = picked or list(ss.get("history_compare") or [])
+
+if len(picked) == 1:
+    run = h.get(picked[0])
+    st.subheader(f"Run {run['id']}: {run['model']['filename']} {run.get('cell') or ''}", divider="gray")
+    a = st.columns([1, 1, 1, 1, 3], vertical_alignment="bottom")
+    a[0].metric("Verdict", tables.VERDICT_TEXT.get(run["verdict"], run["verdict"]).upper())
+    with a[1]:
+        common.copy_link(run["id"], key="hist_link")
+    if a[2].button("Open on Compare", key="hist_open", icon=":material/compare_arrows:", disabled=not run["reports"]):
+        common.open_run(run)
+        st.switch_page(common.PAGES["compare"])
+    with a[3]:
+        common.report_download([run["id"]], key="hist_report")
+    with st.form("hist_edit"):
+        note = st.text_area("Note", value=run["note"], key=f"hist_note_{run['id']}")
+        reviewer = st.text_input("Reviewer tag", value=run["reviewer"], key=f"hist_reviewer_{run['id']}")
+        if st.form_submit_button("Save note", icon=":material/save:"):
+            h.update(run["id"], note=note, reviewer=reviewer)
+            st.rerun()
+    st.caption(f"Samples: {run['samples']['description']} ({run['samples']['count']}) · "
+               + " · ".join(f"{k} {v}" for k, v in run["versions"].items()) + f" · {run['host_cpu']}")
+    for cell, fail in (run.get("failed_cells") or {}).items():
+        st.caption(f"{cell}: {fail['message']}")
+elif len(picked) > 1:
+    runs = [r for r in (h.get(i) for i in picked) if r]
+    st.subheader(f"{len(runs)} runs side by side", divider="gray")
+    labels, lines = report_html.side_by_side(runs)
+    table = []
+    for name, vals, spec in lines:
+        row = {"": name}
+        for i, (label, v) in enumerate(zip(labels, vals)):
+            text = v if spec is None else tables.number(v, spec)
+            d = report_html.delta(v, vals[0]) if i and spec else None
+            row[label] = text + (f" ({'+' if d >= 0 else ''}{tables.number(d, spec)})" if d is not None else "")
+        table.append(row)
+    st.dataframe(pd.DataFrame(table), hide_index=True)
+    st.caption("Deltas in brackets are against the first run.")
+    b = st.columns([1, 1, 4], vertical_alignment="bottom")
+    with b[0]:
+        common.copy_link([r["id"] for r in runs], key="hist_link_many")
+    with b[1]:
+        common.report_download([r["id"] for r in runs], key="hist_report_many")
+    overlays = report_html.overlaid_per_sample(runs)
+    if not overlays:
+        st.info("These runs used different samples, so their output charts are not overlaid.", icon=":material/info:")
+    cols = st.columns(2)
+    by = {name: vals for name, vals, _ in lines}
+    figures = [charts.runs_per_sample_figure(series, name) for name, series in overlays.items()]
+    figures += [charts.runs_bar_figure(dict(zip(labels, by["TFLite bytes"])), "TFLite size", "bytes"),
+                charts.runs_bar_figure(dict(zip(labels, by["latency median (ms)"])), "Latency (median)", "ms")]
+    for i, fig in enumerate(figures):
+        cols[i % 2].plotly_chart(fig, key=f"hist_chart_{i}")
+
+if picked:
+    if ss.get("hist_confirm") != picked:
+        if st.button(f"Delete {len(picked)} run{'s' if len(picked) > 1 else ''}…", key="hist_delete",
+                     icon=":material/delete:"):
+            ss["hist_confirm"] = picked
+            st.rerun()
+    else:
+        st.warning(f"Delete {', '.join(picked)}? The store files no other run uses go too. This cannot be undone.",
+                   icon=":material/warning:")
+        y, n, _ = st.columns([1, 1, 4])
+        if y.button("Yes, delete", type="primary", key="hist_delete_yes"):
+            removed = sum(len(h.delete(i) or []) for i in picked)
+            ss["hist_confirm"] = None
+            ss["history_compare"] = None
+            ss["hist_deleted"] = f"Deleted {len(picked)} run(s) and {removed} store file(s) no other run used."
+            st.rerun()
+        if n.button("Cancel", key="hist_delete_no"):
+            ss["hist_confirm"] = None
+            st.rerun()
+if ss.get("hist_deleted"):
+    st.success(ss.pop("hist_deleted"), icon=":material/delete:")
+h.close()

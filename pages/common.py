@@ -381,6 +381,20 @@ def record(kind: str, cells: list[str], prepared: dict, failed: dict | None = No
     return run_id
 
 
+def record_debug(result: dict, prepared: dict) -> str | None:
+    """Keep a Debug run (its chosen model, the per-layer table and the sweep); its id in the result."""
+    from tflite_lab.errors import HistoryError
+    from tflite_lab.history import record_run
+    extra = {k: result.get(k) for k in ("layers", "suggested_float", "sweep", "best_step", "notes")}
+    try:
+        result["run_id"] = record_run("debug", [result["model"]], prepared, origin="dashboard", extra=extra,
+                                      samples_description=samples().label)
+    except HistoryError as e:
+        st.warning(f"Not recorded in the run history: {e.user_message}", icon=":material/history:")
+        return None
+    return result["run_id"]
+
+
 def history():
     """The run history for this script run (a new connection: sqlite3 connections stay in one thread)."""
     from tflite_lab.history import History
@@ -475,30 +489,44 @@ def copy_link(run_ids: list[str] | str | None, key: str) -> None:
         st.caption("Opens " + ("this run on Compare." if len(ids) == 1 else "these runs side by side on History."))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def report_bytes(run_ids: tuple[str, ...], _stamp: str) -> bytes:
-    """The self-contained HTML report of these runs (``_stamp``: their notes, so an edit rebuilds it)."""
+_REPORTS: dict[tuple, bytes] = {}       # the last few reports built, for their exact size on the button
+
+
+def _build_report(run_ids: tuple[str, ...], stamp: str) -> bytes:
     from tflite_lab.report_html import render_report
     with history() as h:
         runs = [h.get(i) for i in run_ids]
-    return render_report([r for r in runs if r]).encode()
+    data = render_report([r for r in runs if r]).encode()
+    if len(_REPORTS) >= 8:
+        _REPORTS.pop(next(iter(_REPORTS)))
+    _REPORTS[(run_ids, stamp)] = data
+    return data
 
 
 def report_download(run_ids: list[str], key: str) -> None:
-    """Download the HTML report of these runs, its size on the button."""
+    """Download the HTML report of these runs, built when clicked (it embeds 4.6 MB of plotly.js and
+    would slow every page otherwise); the button gives its size: exact once built, else the estimate
+    (plotly.js plus ~100 KB a run, as charts are capped at 5,000 values)."""
     from tflite_lab.charts import human_bytes
     from tflite_lab.errors import HistoryError
     if not run_ids:
         return
     try:
         with history() as h:
-            stamp = "|".join(f"{(r or {}).get('note')}{(r or {}).get('reviewer')}"
-                             for r in (h.runs_by_id(run_ids)))
-        data = report_bytes(tuple(run_ids), stamp)
+            stamp = "|".join(f"{(r or {}).get('note')}{(r or {}).get('reviewer')}" for r in h.runs_by_id(run_ids))
     except HistoryError as e:
         st.caption(f"No report: {e.user_message}")
         return
-    name = "report-" + "-".join(run_ids) + ".html"
-    st.download_button(f"HTML report ({human_bytes(len(data))})", data, name, mime="text/html", key=key,
+    ids = tuple(run_ids)
+    built = _REPORTS.get((ids, stamp))
+    size = human_bytes(len(built)) if built else "≈" + human_bytes(_plotly_js_bytes() + 100_000 * len(ids))
+    st.download_button(f"HTML report ({size})", built or (lambda: _build_report(ids, stamp)),
+                       "report-" + "-".join(run_ids) + ".html", mime="text/html", key=key,
                        icon=":material/download:", on_click="ignore",
                        help="One self-contained file: opens offline in any browser.")
+
+
+@st.cache_resource(show_spinner=False)
+def _plotly_js_bytes() -> int:
+    import plotly.offline
+    return len(plotly.offline.get_plotlyjs().encode())

@@ -36,6 +36,7 @@ if run:
             tol = Tolerances.for_optimization(opt).override(min_accuracy_delta=min_acc)
             ss["lab_debug"][key] = common.run_job("debug", progress=log, prepared=prepared, optimization=opt,
                                                   quantizer=quantizer, tolerances=tol.to_json())
+            common.record_debug(ss["lab_debug"][key], prepared)
             log.done("Debugged")
         except TFLiteLabError as e:
             log.failed("Debugging failed")
@@ -48,6 +49,12 @@ if result is None:
 
 for n in result["notes"]:
     st.info(n, icon=":material/info:")
+if result.get("run_id"):
+    a, b, _ = st.columns([1, 1, 4])
+    with a:
+        common.copy_link(result["run_id"], key="debug_link")
+    with b:
+        common.report_download([result["run_id"]], key="debug_report")
 layers = pd.DataFrame(result["layers"])
 metric = result["metric"]
 label = {"rmse_per_scale": "RMSE / scale", "noise_added": "noise added"}[metric]
@@ -111,6 +118,7 @@ if k[2].button("Convert with these in float", key="debug_keep_run", disabled=not
                                     bench=common.bench_spec())
             common.reports()[report["cell"]] = report
             ss["lab_selected"] = report["cell"]
+            common.record("convert", [report["cell"]], common.ensure_prepared())
             common.sidebar_summary()
             log.done(f"Converted {report['cell']}")
         except TFLiteLabError as e:
@@ -122,5 +130,6 @@ if cell in common.reports() and common.reports()[cell].get("float_ops") is not N
     st.success(f"**{cell}**: {tables.verdict(r)}, {r['tflite_bytes']:,} bytes"
                + (f" (+{r['float_cost_bytes']:,} for the float ops)" if r.get("float_cost_bytes") is not None else "")
                + "; it is on Compare, Size & speed and Matrix.", icon=":material/check_circle:")
+    common.copy_link(ss["lab_run_ids"].get(cell), key="debug_cell_link")
     st.dataframe(pd.DataFrame(r["float_ops"]), hide_index=True, key="debug_float_ops")
     st.page_link(common.PAGES["compare"], label="Open on Compare", icon=":material/compare_arrows:")

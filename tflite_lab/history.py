@@ -121,22 +121,36 @@ class History:
         except sqlite3.Error as e:
             raise self._refuse(e) from None
         self.db.row_factory = sqlite3.Row
-        try:
-            self._check()
-            self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")      # WAL: durable at checkpoints, never corrupt
-            # schema_version below the current one exists for the migration tests (an old database).
-            if self.db.execute("PRAGMA user_version").fetchone()[0] < schema_version:
-                self._migrate(schema_version)
-        except sqlite3.DatabaseError as e:
-            self.db.close()
-            raise self._refuse(e) from None
-        except HistoryError:
-            self.db.close()
-            raise
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._open(timeout_s, schema_version)
+                return
+            except sqlite3.OperationalError as e:
+                # Another process creating the file or switching it to WAL: busy, not unreadable.
+                if _busy(e) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                self.db.close()
+                raise (HistoryError(f"The run history {self.path} stayed locked for {timeout_s:.0f} s ({e}).")
+                       if _busy(e) else self._refuse(e)) from None
+            except sqlite3.DatabaseError as e:
+                self.db.close()
+                raise self._refuse(e) from None
+            except HistoryError:
+                self.db.close()
+                raise
+
+    def _open(self, timeout_s: float, schema_version: int) -> None:
+        self._check()
+        self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")      # WAL: durable at checkpoints, never corrupt
+        # schema_version below the current one exists for the migration tests (an old database).
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < schema_version:
+            self._migrate(schema_version)
 
     def _refuse(self, why) -> HistoryError:
         return HistoryError(f"The run history {self.path} cannot be read ({why}); it was left untouched. Move it "
@@ -144,8 +158,12 @@ class History:
 
     def _check(self) -> None:
         """Read-only checks before anything is written: a foreign or damaged file fails here."""
-        v = self.db.execute("PRAGMA user_version").fetchone()[0]       # 'file is not a database' here
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.db.execute("BEGIN")          # one snapshot: another process may be creating the schema right now
+        try:
+            v = self.db.execute("PRAGMA user_version").fetchone()[0]       # 'file is not a database' here
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            self.db.execute("COMMIT")
         if v > SCHEMA_VERSION:
             raise self._refuse(f"schema version {v} is newer than this tflite_lab's {SCHEMA_VERSION}")
         if v == 0 and tables:
@@ -321,6 +339,10 @@ class History:
         if column not in ("model_name", "recipe", "verdict"):
             raise ValueError(column)
         return [r[0] for r in self._q(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY 1")]
+
+
+def _busy(e: sqlite3.OperationalError) -> bool:
+    return "locked" in str(e) or "busy" in str(e)
 
 
 def _summary_row(r: sqlite3.Row) -> dict:
@@ -509,7 +531,7 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
                     "sha256": prepared.get("samples_sha"), "count": prepared.get("num_samples")},
         "route": head.get("route") if head and kind != "matrix" else (head.get("route") if head else None),
         "recipe": head.get("optimization") if head else None,
-        "cell": cell_name(head) if head else None,
+        "cell": (head.get("cell") or cell_name(head)) if head else None,
         "settings": {"int8_io": head.get("int8_io") if head else None, "calls": head.get("calls") if head else [],
                      "threads": lat_threads},
         "verdict": verdict, "ok": bool(head and head.get("ok")) if kind != "matrix" else verdict == "pass",
@@ -524,7 +546,8 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
         "signature": prepared.get("signature"), "info": prepared.get("info"),
         "versions": versions(), "host_cpu": host_cpu(),
         "artifacts": artifacts, "extra": _clean(extra or {}), "note": note,
-        "reports": [{**r, "cell": cell_name(r), "tflite_sha256": _file_sha(r.get("tflite_path"))} for r in reports],
+        "reports": [{**r, "cell": r.get("cell") or cell_name(r), "tflite_sha256": _file_sha(r.get("tflite_path"))}
+                    for r in reports],
     }
 
 

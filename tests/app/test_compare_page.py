@@ -40,7 +40,7 @@ def test_metrics_charts_and_drill_down_for_a_classifier(digits):
     assert errors == sorted(errors, reverse=True)        # worst first
     labels = [b.label for b in digits.get("download_button")]
     assert labels[:2] == ["Metrics (.csv)", "Predictions (.npz)"]
-    assert re.fullmatch(r"HTML report \([\d.]+ MB\)", labels[2]) and len(labels) == 3     # the run's report, sized
+    assert re.fullmatch(r"HTML report \(≈?[\d.]+ MB\)", labels[2]) and len(labels) == 3     # the run's report, sized
 
 
 def test_tighter_tolerance_turns_the_verdict_to_fail(digits):

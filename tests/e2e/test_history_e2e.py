@@ -11,6 +11,7 @@ from lab_helpers import run_cli
 
 pytestmark = pytest.mark.e2e
 SAMPLES = ROOT / "sample_models"
+LOAD_MS = 60_000           # a page load on a busy 2-core CI box (expect's own default is 5 s)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,14 @@ def test_permalink_in_a_fresh_context_shows_the_run(browser, server, cli_run):
     page.set_default_timeout(60_000)
     try:
         page.goto(f"{server}/?run={public['run_id']}")
-        expect(page.get_by_role("heading", name="Compare", exact=True).first).to_be_visible()
+        expect(page.get_by_role("heading", name="Compare", exact=True).first).to_be_visible(timeout=LOAD_MS)
         verdict = page.get_by_test_id("stMetric").filter(has_text="Verdict").get_by_test_id("stMetricValue")
-        expect(verdict).to_have_text(public["verdict"].upper())
+        expect(verdict).to_have_text(public["verdict"].upper(), timeout=LOAD_MS)
         expect(page.get_by_test_id("stException")).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "permalink.png"))
         page.goto(f"{server}/?run=nosuchrun")
-        expect(page.get_by_text("No run 'nosuchrun' in the run history")).to_be_visible()
-        expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible()
+        expect(page.get_by_text("No run 'nosuchrun' in the run history")).to_be_visible(timeout=LOAD_MS)
+        expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible(timeout=LOAD_MS)
     finally:
         context.close()
 

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--optimizations", nargs="+", choices=[o.value for o in Optimization],
                    default=[o.value for o in Optimization])
     m.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    m.add_argument("--quantizers", nargs="+", choices=["tf", "aeq"], default=["tf"],
+                   help="aeq adds one ai-edge-quantizer cell per optimization (aeq-int8, ...) next to TF's cells")
     i = sub.add_parser("inspect", help="signature, operators, tensors and deployment findings")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
@@ -327,11 +329,13 @@ def _convert(args, limits, pool, history=None) -> int:
             report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
                               optimization=args.optimize, int8_io=args.int8_io, bench=bench)
     except (ConversionError, WorkerError) as e:
+        if reference is None and args.quantizer == "tf" and isinstance(e, ConversionError):
+            e = _with_aeq_answer(e, args, pool, prepared, bench)
         # A failed conversion is a run too: the history says what was tried and why it failed.
         cell = f"{args.route}-{args.optimize}" if reference is None else "provided"
         _recorded(args, history, "convert", [], prepared,
                   failed={cell: {"message": e.user_message, "kind": type(e).__name__}})
-        raise
+        raise e from None
     report = judge_report(report, _tolerances(args, report["optimization"]))
     run_id, _ = _recorded(args, history, "convert", [report], prepared)
     public = {**report_json(report), "run_id": run_id}
@@ -357,6 +361,29 @@ def _write_cell(out: Path | None, key_dir: str, rep: dict | None, error: TFLiteL
         d = out / key_dir
         d.mkdir(parents=True, exist_ok=True)
         (d / "converter.log").write_text(error.detail)
+
+
+AEQ_CAN_HELP = ("calibration recorded no value range",)     # TF's "Empty min/max" on integer inputs
+
+
+def aeq_answer(args, run, prepared, bench, optimization: str) -> str:
+    """Whether ai-edge-quantizer does what TensorFlow's converter could not, as one sentence."""
+    from .pipeline import judge_report
+    try:
+        rep = judge_report(run("selective", prepared=prepared, optimization=optimization, quantizer="aeq",
+                               int8_io=args.int8_io, bench=bench), _tolerances(args, optimization))
+    except TFLiteLabError as e2:
+        return f"ai-edge-quantizer fails too ({e2.user_message})"
+    verdict = "within tolerance" if rep["ok"] else "converts, but out of tolerance (" + "; ".join(rep["failures"]) + ")"
+    return (f"ai-edge-quantizer succeeds: aeq-{optimization} {verdict}, {rep['tflite_bytes']:,} bytes "
+            f"(--quantizer aeq)")
+
+
+def _with_aeq_answer(e: ConversionError, args, pool, prepared, bench) -> ConversionError:
+    if args.optimize not in ("int8", "int16x8") or not any(h in e.user_message for h in AEQ_CAN_HELP):
+        return e
+    answer = aeq_answer(args, lambda job, **kw: pool.run(job, **kw), prepared, bench, args.optimize)
+    return ConversionError(f"{e.user_message} {answer}.", detail=e.detail)
 
 
 def cmd_matrix(args) -> int:
@@ -404,15 +431,34 @@ def cmd_matrix(args) -> int:
 
         judged: dict[str, dict] = {}
         orchestrate.run_cells(executor, jobs, bench, done, failed, render, finish)
+        aeq = {}
+        if "aeq" in args.quantizers:        # recipe x quantizer: aeq quantizes the float .tflite
+            for o in [o for o in args.optimizations if o != "none"]:
+                key = f"aeq-{o}"
+                try:
+                    rep = judge_report(executor.run("selective", progress=_progress(not args.json, f"{key}: "),
+                                                    prepared=prepared, optimization=o, quantizer="aeq",
+                                                    int8_io=args.int8_io, bench=bench), _tolerances(args, o))
+                    judged[key] = rep
+                    _write_cell(out, key, rep, None)
+                    aeq[o] = report_json(rep)
+                except TFLiteLabError as e:
+                    _write_cell(out, key, None, e)
+                    aeq[o] = {**failed_cell_json("aeq", o, e), "cell": key, "quantizer": "aeq"}
     ordered = []
     for r in args.routes:
         for o in args.optimizations:
             key = orchestrate.cell_id(r, o)
-            ordered.append(results[key] if key in results else
-                           failed_cell_json(r, o, UnsupportedCombination(refused[key])))
+            rep = results[key] if key in results else failed_cell_json(r, o, UnsupportedCombination(refused[key]))
+            if o in aeq and rep.get("error") and rep.get("error_kind") != "UnsupportedCombination":
+                a = aeq[o]       # where TF fails, say whether ai-edge-quantizer succeeds
+                rep = {**rep, "aeq": ("ai-edge-quantizer succeeds: " + ("within tolerance" if a["ok"] else "out of tolerance")
+                                      if not a.get("error") else f"ai-edge-quantizer fails too: {a['error']}")}
+            ordered.append(rep)
+    ordered += [aeq[o] for o in args.optimizations if o in aeq]
     errors = {f"{r['route']}-{r['optimization']}": {"message": r["error"], "kind": r["error_kind"]}
               for r in ordered if r.get("error")}
-    cell_keys = [orchestrate.cell_id(r, o) for r in args.routes for o in args.optimizations]
+    cell_keys = [orchestrate.cell_id(r, o) for r in args.routes for o in args.optimizations] + [f"aeq-{o}" for o in aeq]
     run_id, _ = _recorded(args, history, "matrix", [judged[k] for k in cell_keys if k in judged], prepared,
                           failed=errors)
     ordered = [{**r, "run_id": run_id} for r in ordered]
@@ -421,13 +467,14 @@ def cmd_matrix(args) -> int:
     else:
         print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'acc/mae':>9}{'tflite ms':>11}  note")
         for rep in ordered:
-            name = f"{rep['route']}-{rep['optimization']}"
+            name = rep.get("cell") or f"{rep['route']}-{rep['optimization']}"
             m = rep["outputs"]
             worst = metrics.worst(o["max_abs_error"] for o in m)          # NaN anywhere stays NaN
             top1 = metrics.worst((o["top1_agreement"] for o in m), lowest=True)
             lat = (rep["latency_ms"].get("tflite") or {}).get("median")
             status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))
+            note += f" [{rep['aeq']}]" if rep.get("aeq") else ""
             print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
                   f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt((rep.get('accuracy') or {}).get('tflite'), '.4g'):>9}"
                   f"{_fmt(lat, '.3f'):>11}  {note}")

@@ -93,6 +93,10 @@ d[1].download_button("Overlay (.json)", json.dumps(result["overlay"], indent=2),
                      mime="application/json", on_click="ignore", icon=":material/download:")
 d[2].download_button("Float model (.tflite)", lambda: Path(result["float_tflite_path"]).read_bytes(), "float.tflite",
                      mime="application/octet-stream", on_click="ignore", icon=":material/download:")
+repro = (result["model"] or {}).get("reproduce")
+if repro:
+    with st.expander("Reproduce: the debugger and the chosen model, outside TFLite Lab"):
+        st.code(repro["code"], language=repro["language"])
 with st.expander("Open in Model Explorer (on your machine)"):
     st.caption("Download the float model and the overlay, then run this locally. The dashboard never starts "
                "Model Explorer: its server reads any file on the host it runs on.")

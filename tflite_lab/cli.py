@@ -547,6 +547,9 @@ def write_debug_out(out: Path, result: dict, public: dict) -> None:
     shutil.copyfile(result["quant_tflite_path"], out / "quantized.tflite")     # the all-quantized model debugged
     _write_out(out, result["model"], public["model"])
     (out / "debug.json").write_text(json.dumps(public, indent=2))
+    code = (result["model"].get("reproduce") or {}).get("code")
+    if code:        # layer statistics and the chosen model, outside TFLite Lab
+        (out / "reproduce.py").write_text(code + "\n")
 
 
 def debug_table(result: dict) -> str:

@@ -344,12 +344,8 @@ def run_selective(prepared: dict, keep_float=(), keep_float_ops=(), *, optimizat
         tflite, cached = quantize_selective(dbg, keep, ops, int8_io), False
         store.put_bytes("tflite", key, ".tflite", tflite)
     floats = check_result(tflite, keep, ops)
-    code, language = reproduction(Route.SAVED_MODEL, opt, filename=prepared["source"]["filename"],
-                                  fmt=prepared["source"]["format"], int8_io=int8_io,
-                                  input_keys={t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]},
-                                  fixed_batch=prepared["fixed_batch"], unrolled=bool(prepared["fixed_batch"]))
+    code, language = selective_script(prepared, keep, ops, int8_io)
     lines = selective_lines(keep, ops, int8_io)
-    code = code.replace("tflite_model = converter.convert()", "\n".join(lines))
     calls = [f"converter = tf.lite.TFLiteConverter.from_saved_model({prepared['export_dir']!r})", *lines]
     label = selective_label(Route.SAVED_MODEL.value, opt.value, len(floats))
     report = _evaluate_tflite(prepared, tflite, str(path), bench, store, progress, {
@@ -359,6 +355,20 @@ def run_selective(prepared: dict, keep_float=(), keep_float_ops=(), *, optimizat
         "cell": label, "quantizer": "tf", "keep_float": keep, "keep_float_ops": ops, "float_ops": floats,
         "float_cost_bytes": len(tflite) - len(plain), "plain_bytes": len(plain)})
     return report
+
+
+def selective_script(prepared: dict, keep, ops, int8_io: bool, with_stats: bool = False) -> tuple[str, str]:
+    """The standalone script: export, the int8 converter, the debugger (optionally dumping the
+    layer statistics to layers.csv), and the model with these layers in float."""
+    from .reproduce import reproduction
+    code, language = reproduction(Route.SAVED_MODEL, Optimization.INT8, filename=prepared["source"]["filename"],
+                                  fmt=prepared["source"]["format"], int8_io=int8_io,
+                                  input_keys={t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]},
+                                  fixed_batch=prepared["fixed_batch"], unrolled=bool(prepared["fixed_batch"]))
+    lines = selective_lines(keep, ops, int8_io)
+    if with_stats:      # the layer-isolated table, as the debugger writes it (rows keyed by tensor_name)
+        lines[4:4] = ["debugger.run()", "with open('debugger_layers.csv', 'w') as f:", "    debugger.layer_statistics_dump(f)"]
+    return code.replace("tflite_model = converter.convert()", "\n".join(lines)), language
 
 
 def sweep_ks(n: int, steps: int) -> list[int]:
@@ -491,6 +501,9 @@ def run_debug(prepared: dict, optimization: str = "int8", *, quantizer: str = "t
         notes.append("No sweep step is within tolerance.")
     if chosen is None:
         chosen = report
+    if dbg is not None:
+        code, language = selective_script(prepared, chosen.get("keep_float") or [], [], int8_io, with_stats=True)
+        chosen = {**chosen, "reproduce": {"code": code, "language": language}}
     metric = "rmse_per_scale" if basis == "isolated" else "noise_added"
     timings["total"] = time.perf_counter() - t0
     return {

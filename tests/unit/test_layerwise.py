@@ -53,6 +53,8 @@ def test_sweep_keeps_it_float_and_marks_that_step(debugged):
     z = np.load(out / "samples.npz")
     probs = _run(out / "model.tflite", z["x"])
     assert float(np.mean(probs.argmax(1) == np.load(out / "labels.npy"))) == model["accuracy"]["tflite"]
+    script = (out / "reproduce.py").read_text()       # the debugger and the chosen model, outside TFLite Lab
+    assert "layer_statistics_dump" in script and f"denylisted_nodes={k1['float_layers']!r}" in script
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     assert [r["best"] for r in rows] == ["False", "True"]
     assert len(list(csv.DictReader(open(out / "layers.csv")))) == len(d["layers"])

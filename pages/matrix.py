@@ -60,6 +60,29 @@ if run:
         ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
         st.rerun()      # redraw the counts, the table and the chart from the new results
 
+AEQ = [o for o in ("dynamic", "float16", "int8", "int16x8")
+       if f"aeq-{o}" not in common.reports() and f"aeq-{o}" not in common.failures()]
+if st.button(f"Add ai-edge-quantizer cells ({len(AEQ)})" if AEQ else "ai-edge-quantizer cells added",
+             key="run_matrix_aeq", disabled=not AEQ, icon=":material/add:",
+             help="Recipe x quantizer: ai-edge-quantizer quantizes the float .tflite (cells aeq-int8, ...); where "
+                  "TensorFlow's converter fails, the note says whether it succeeds."):
+    with st.status("ai-edge-quantizer cells…") as status:
+        log = common.StepLog(status, "ai-edge-quantizer")
+        try:
+            prepared = common.ensure_prepared(log)
+            for o in AEQ:
+                try:
+                    rep = common.run_job("selective", progress=log, prepared=prepared, optimization=o,
+                                         quantizer="aeq", bench=common.bench_spec())
+                    common.reports()[rep["cell"]] = rep
+                except TFLiteLabError as e:
+                    common.failures()[f"aeq-{o}"] = common.failure_record(e)
+            log.done("ai-edge-quantizer cells")
+        except TFLiteLabError as e:
+            log.failed("ai-edge-quantizer cells failed")
+            common.show_error(e)
+    st.rerun()
+
 if ss.get("matrix_note"):
     st.success(ss.pop("matrix_note"), icon=":material/done_all:")
 frame = tables.matrix_frame(m.format)

@@ -148,7 +148,7 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                               "accuracy": _f((r.get("accuracy") or {}).get("tflite")),
                               "latency (ms)": tfl.get("median_ms")})
             elif cid in failures():
-                row.update(status="error", note=failures()[cid]["message"])
+                row.update(status="error", note=failures()[cid]["message"] + _aeq_note(opt.value))
             if states and cid in states:
                 step, started = states[cid]
                 if step == "queued":
@@ -169,7 +169,21 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                      "size vs original": r["size_ratio"], "max abs error": worst_error(r), "top-1": min_top1(r),
                      "accuracy": _f((r.get("accuracy") or {}).get("tflite")), "latency (ms)": tfl.get("median_ms"),
                      "note": "; ".join(r["failures"]) or (f"float ops: {floats}" if floats else "")})
+    for cid, f in failures().items():
+        if cid.startswith("aeq-") and cid not in grid:
+            rows.append({"cell": cid, "route": "ai-edge-quantizer", "optimization": cid[4:], "status": "error",
+                         "note": f["message"]})
     return pd.DataFrame(rows, dtype=object)
+
+
+def _aeq_note(optimization: str) -> str:
+    """Where TensorFlow's converter failed: whether ai-edge-quantizer's cell of the recipe succeeded."""
+    cid = f"aeq-{optimization}"
+    if cid in reports():
+        return f" — ai-edge-quantizer succeeds ({cid}: {'pass' if judged(cid)['ok'] else 'out of tolerance'})."
+    if cid in failures():
+        return f" — ai-edge-quantizer fails too ({failures()[cid]['message']})."
+    return ""
 
 
 def pareto_rows() -> list[dict]:

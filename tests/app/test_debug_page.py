@@ -41,3 +41,9 @@ def test_debug_then_keep_float_makes_a_cell_on_compare(app, sensitive_model):
     go(app, "matrix")
     assert_clean(app)
     assert cell in list(app.dataframe[0].value["cell"])
+    app.button(key="run_matrix_aeq").click().run()          # recipe x quantizer: one aeq cell per recipe
+    assert_clean(app)
+    rows = app.dataframe[0].value.set_index("cell")
+    assert {"aeq-dynamic", "aeq-float16", "aeq-int8", "aeq-int16x8"} <= set(rows.index)
+    assert rows.loc["aeq-float16", "status"] == "pass" and rows.loc["aeq-int8", "status"] == "FAIL"
+    assert rows.loc["aeq-int8", "route"] == "ai-edge-quantizer"

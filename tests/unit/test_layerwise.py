@@ -93,3 +93,14 @@ def test_keep_float_by_name_and_unknown_names_refused(sensitive_model, debugged)
     r = run_cli(*args, "--keep-float", "sensitive")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "no op of the model outputs" in r.stderr and d["layers"][0]["tensor"] in r.stderr   # did you mean
+
+
+def test_a_recipe_the_tf_debugger_cannot_take_falls_back_to_the_accumulated_view(sensitive_model):
+    r = run_cli("debug", sensitive_model / "sensitive.keras", "--samples", sensitive_model / "sensitive.samples.npz",
+                "--optimize", "int16x8", "--json", "--no-history")
+    assert r.returncode in (0, 1), r.stderr
+    d = json.loads(r.stdout)
+    assert d["views"] == {"isolated": False, "accumulated": True} and d["basis"] == "accumulated"
+    assert any("QuantizationDebugger analyses only full-integer int8" in n for n in d["notes"])
+    assert "sensitive" in d["layers"][0]["tensor"] and d["layers"][0]["dtype"] == "int16"
+    assert [s["k"] for s in d["sweep"]] == [0]           # keeping layers float with TF needs int8

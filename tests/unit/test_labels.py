@@ -106,9 +106,11 @@ def test_cli_regression_mae_and_wrong_labels(tmp_path):
     assert r.returncode == 0, r.stderr
     acc = json.loads(r.stdout)["accuracy"]
     assert acc["metric"] == "mae" and acc["output"] == "output_0" and 10 < acc["original"] < 100
+    # Labels of the wrong length: one line, exit 2 (before any conversion).
     np.save(tmp_path / "short.npy", np.zeros(10))
     r = run_cli("convert", SAMPLES / "diabetes_regressor_savedmodel.zip", "--samples",
-                SAMPLES / "diabetes_regressor.samples.npy", "--labels", tmp_path / "short.npy", "--no-latency")
+                SAMPLES / "diabetes_regressor.samples.npy", "--labels", tmp_path / "short.npy", "--no-latency",
+                "--no-history")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: Labels from short.npy have 10 rows, but there are 64 samples; give exactly one label per sample, "
         "in the same order."]

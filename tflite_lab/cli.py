@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local workers, or CPUs of the local Ray instance")
     z.add_argument("--progress", action="store_true", help="progress lines on stderr even when it is not a terminal")
     z.add_argument("--debug", action="store_true", help="show tracebacks and details")
+    z.add_argument("--no-history", action="store_true", help="do not record the models' runs in the run history")
+    z.add_argument("--note", default="", help="a note kept with each model's run in the history")
     _executor_args(z)
     i = sub.add_parser("inspect", help="signature, operators, tensors and deployment findings")
     i.add_argument("model")
@@ -619,6 +621,7 @@ def cmd_zoo(args) -> int:
     args.task = []
     limits = _limits(args)
     zoo.check_report_path(args.report)
+    history = _open_history(args)
     if args.num_samples is not None and args.num_samples < 1:
         raise TFLiteLabError(f"--num-samples must be at least 1, got {args.num_samples}.")
     samples_dir = Path(args.samples_dir) if args.samples_dir else None
@@ -673,6 +676,7 @@ def cmd_zoo(args) -> int:
                 if not done[key].get("cached_cell"):
                     orchestrate.store_cell(store, m.prepared, c, bench, done[key])
                 rep = judge_report(done[key], _tolerances(args, c.optimization))
+                m.judged[c.id] = rep
                 _write_cell(out / m.name if out else None, c.id, rep, None)
                 m.cells[c.id] = report_json(rep)
             else:
@@ -690,15 +694,28 @@ def cmd_zoo(args) -> int:
         order = [orchestrate.cell_id(r, o) for r in args.routes for o in args.optimizations]
         m.cells = {cid: m.cells[cid] for cid in order if cid in m.cells}
     rows = [zoo.summarize(m) for m in models]
+    runs = []                           # one matrix run per model, in the same run history as local runs
+    from .history import build_run
+    for row, m in zip(rows, models):
+        if m.prepared is None:
+            continue
+        errors = {cid: {"message": c["error"], "kind": c["error_kind"]} for cid, c in m.cells.items() if c.get("error")}
+        run = build_run("matrix", [m.judged[cid] for cid in m.cells if cid in m.judged], m.prepared, origin="cli",
+                        failed=errors, note=args.note)
+        row["run_id"] = history.record(run) if history is not None else None
+        run["id"] = row["run_id"]
+        runs.append(run)
     result = {"executor": where, "models": [{**row, "cells": list(m.cells.values())} for row, m in zip(rows, models)]}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "zoo.json").write_text(json.dumps(result, indent=2))
         zoo.write_tables(rows, out / "zoo")
-    if args.report:
-        written = zoo.write_tables(rows, Path(args.report))
-        if Path(args.report).suffix.lower() == ".html":
-            print(f"note: no HTML zoo report yet; wrote {written[0]} and {written[1]}", file=sys.stderr)
+    if args.report and Path(args.report).suffix.lower() == ".html":
+        from .report_html import write_report
+        write_report(runs, args.report)             # every model's matrix run, side by side
+        zoo.write_tables(rows, Path(args.report))   # and the summary table next to it
+    elif args.report:
+        zoo.write_tables(rows, Path(args.report))
     print(json.dumps(result, indent=2) if args.json else zoo.text_table(rows))
     return EXIT_OK if all(r["within_tolerance"] for r in rows) else EXIT_TOLERANCE
 

@@ -30,6 +30,7 @@ class ZooModel:
     prepared: dict | None = None
     error: dict | None = None    # failure_record when loading or preparing failed
     cells: dict = field(default_factory=dict)   # cell id -> public cell JSON (report_json or failed_cell_json)
+    judged: dict = field(default_factory=dict)  # cell id -> judged full report (for the run history)
 
 
 def _is_model(p: Path) -> bool:

@@ -23,7 +23,7 @@ from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json
 from tflite_lab.sources import source_from_path
 
 ZOO = ["digits_cnn.keras", "breast_cancer_mlp.h5", "diabetes_regressor_savedmodel.zip"]
-ZOO_CELLS = ["--routes", "saved_model", "--optimizations", "none", "int8"]
+ZOO_CELLS = ["--routes", "saved_model", "--optimizations", "dynamic"]
 NO_BENCH = BenchSpec(enabled=False)
 
 
@@ -53,37 +53,42 @@ def _zoo(tmp_path, name, *extra):
 def test_zoo_gives_identical_metrics_on_local_and_ray(tmp_path):
     local = _zoo(tmp_path, "local", "--executor", "local")
     assert local.returncode == 0, local.stderr
-    ray = _zoo(tmp_path, "ray", "--executor", "ray")
+    ray = _zoo(tmp_path, "ray", "--executor", "ray", "--report", tmp_path / "zoo.html")
     assert ray.returncode == 0, ray.stderr
     a, b = json.loads(local.stdout), json.loads(ray.stdout)
     assert a["executor"].startswith("local") and b["executor"].startswith("ray at 127.0.0.1:")
     assert [m["model"] for m in a["models"]] == ["digits_cnn", "breast_cancer_mlp", "diabetes_regressor_savedmodel"]
     for ma, mb in zip(a["models"], b["models"]):
         assert ma["samples"].endswith(".samples.npz") or ma["samples"].endswith((".csv", ".npy"))
-        assert len(ma["cells"]) == len(mb["cells"]) == 2
+        assert len(ma["cells"]) == len(mb["cells"]) == 1
         for ca, cb in zip(ma["cells"], mb["cells"]):
             assert (ca["route"], ca["optimization"]) == (cb["route"], cb["optimization"])
             assert ca.get("error") is None and cb.get("error") is None, (ca.get("error"), cb.get("error"))
             assert ca["cached"] is False and cb["cached"] is False        # two stores: both really converted
             assert ca["outputs"] == cb["outputs"], (ma["model"], ca["route"], ca["optimization"])
             assert ca["tflite_bytes"] == cb["tflite_bytes"] and ca["ok"] == cb["ok"]
-        assert {k: v for k, v in ma.items() if k != "cells"} == {k: v for k, v in mb.items() if k != "cells"}
-    # The summary: every model has a float cell within tolerance; int8 shrinks the digits CNN the most.
+        assert {k: v for k, v in ma.items() if k not in ("cells", "run_id")} == \
+            {k: v for k, v in mb.items() if k not in ("cells", "run_id")}
+        assert ma["run_id"] and mb["run_id"]                        # each model's matrix run is in the history
+    # The summary: dynamic range is within tolerance on every model and shrinks the digits CNN ~3x.
     digits = a["models"][0]
-    assert digits["best"] == "saved_model-int8" and digits["size_reduction"] > 0.5
+    assert digits["best"] == "saved_model-dynamic" and digits["size_reduction"] > 0.5
     assert all(m["within_tolerance"] >= 1 for m in a["models"])
-    cell_dir = tmp_path / "ray" / "digits_cnn" / "saved_model-int8"
+    cell_dir = tmp_path / "ray" / "digits_cnn" / "saved_model-dynamic"
     assert (cell_dir / "model.tflite").read_bytes()[4:8] == b"TFL3"
-    assert json.loads((cell_dir / "report.json").read_text())["outputs"] == digits["cells"][1]["outputs"]
+    assert json.loads((cell_dir / "report.json").read_text())["outputs"] == digits["cells"][0]["outputs"]
+    html = (tmp_path / "zoo.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") or "<html" in html[:500]
+    assert all(m in html for m in ("digits_cnn", "breast_cancer_mlp", "diabetes_regressor"))
     md = (tmp_path / "ray" / "zoo.md").read_text()
-    assert "| digits_cnn | saved_model-int8 |" in md and (tmp_path / "ray" / "zoo.csv").exists()
+    assert "| digits_cnn | saved_model-dynamic |" in md and (tmp_path / "ray" / "zoo.csv").exists()
 
     # Again on the local store, judged strictly: nothing is recomputed, and no model passes (exit 1).
     again = _zoo(tmp_path, "local", "--executor", "local", "--max-abs-error", "1e-30")
     assert again.returncode == 1, again.stderr
     c = json.loads(again.stdout)
     assert all(cell["cached"] for m in c["models"] for cell in m["cells"])
-    assert all(m["best"] is None and m["failures"] == {"out of tolerance": 2} for m in c["models"])
+    assert all(m["best"] is None and m["failures"] == {"out of tolerance": 1} for m in c["models"])
 
 
 def test_ray_listens_on_loopback_only(ray_executor):

@@ -6,6 +6,7 @@ import streamlit as st
 from pages import common, tables
 from tflite_lab.charts import human_bytes, human_ms
 from tflite_lab.errors import TFLiteLabError
+from tflite_lab.pipeline import provenance
 from tflite_lab.recipes import RECIPES
 from tflite_lab.routes import CAPABILITIES, refusal
 from tflite_lab.types import Optimization, Route
@@ -73,7 +74,9 @@ report = common.judged(cell)
 lat = report["latency"] or {}
 orig_ms = (lat.get("original") or {}).get("median_ms")
 tfl_ms = (lat.get("tflite") or {}).get("median_ms")
-st.subheader(f"Result: {cell}" + (" (from the cache)" if report.get("cached") else ""), divider="gray")
+st.subheader(f"Result: {cell}" + (" (from the store)" if report.get("cached") else ""), divider="gray")
+if provenance(report):
+    st.caption(provenance(report))
 c = st.columns(5)
 c[0].metric("Verdict", tables.verdict(report), help="Against the tolerances (editable on Compare)" if not alone
             else "Nothing was compared: no original model. Fails only when an output is NaN/inf.")

@@ -3,6 +3,7 @@ import streamlit as st
 
 from pages import common
 from tflite_lab import charts
+from tflite_lab.pipeline import provenance
 
 st.title("Size & speed")
 m = common.need_model() or st.stop()
@@ -14,6 +15,8 @@ if cell is None:
 
 reports = common.reports()
 report = reports[cell]
+if provenance(report):
+    st.caption(provenance(report))
 original_bytes, tflite_bytes = report["original_bytes"], report["tflite_bytes"]
 lat = report["latency"] or {}
 orig, tfl = lat.get("original") or {}, lat.get("tflite") or {}

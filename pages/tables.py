@@ -142,7 +142,9 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
             elif cid in reports():
                 r = judged(cid)
                 tfl = (r["latency"] or {}).get("tflite") or {}
-                row.update(status="pass" if r["ok"] else "FAIL", note="; ".join(r["failures"]),
+                note = "; ".join(r["failures"] + ([f"from the store, converted {r.get('cached_at') or 'earlier'}"]
+                                                  if r.get("cached") else []))
+                row.update(status="pass" if r["ok"] else "FAIL", note=note,
                            **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
                               "max abs error": worst_error(r), "top-1": min_top1(r),
                               "accuracy": _f((r.get("accuracy") or {}).get("tflite")),

@@ -256,7 +256,10 @@ def exported_saved_model(om: OriginalModel, unrolled: bool = False) -> tuple[str
         return om.source.path, False
     fixed = needs_fixed_batch(om.keras_model)
     unrolled = unrolled and fixed
-    target = Path(om.source.path).parent / ("export-batch1-unrolled" if unrolled else "export-batch1" if fixed else "export")
+    from .store import CODE_FINGERPRINT
+    name = "export-batch1-unrolled" if unrolled else "export-batch1" if fixed else "export"
+    # Made by this code: a change to the export (or anything else in the package) exports afresh.
+    target = Path(om.source.path).parent / f"{name}-{CODE_FINGERPRINT}"
     if (target / "saved_model.pb").exists():
         return str(target), fixed
     with _locked(target.parent / ".export.lock"):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Limits
 from .errors import ConversionError, TFLiteLabError
-from .store import Store, key_of
+from .store import Store, key_of, now_utc
 from .types import ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances
 
 
@@ -121,31 +121,18 @@ def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits):
 
 
 
-def _prepared_key(source: dict, spec: SampleSpec, bench: BenchSpec) -> str:
-    return key_of(kind="prepared", model=source["sha256"], samples=spec.key(), bench=asdict(bench))
-
-
-def stored_prepared(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None) -> dict | None:
-    """What ``prepare`` gave before for the same model bytes, samples and bench settings, while its
-    files are still in the store; None otherwise. Reads the store only (no TensorFlow)."""
-    cached = Store(store_root).get_json("reports", _prepared_key(source, spec, bench))
-    if cached and Path(cached["samples_path"]).exists() and (
-            cached["reference_path"] is None or Path(cached["reference_path"]).exists()) and (
-            not cached.get("labels") or Path(cached["labels"]["path"]).exists()):
-        return {**cached, "cached": True}
-    return None
-
-
 def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None,
             limits: Limits | None = None, progress=_noop) -> dict:
     """Load the original, derive its signature, fix the samples, run the reference, export once."""
     limits = limits or Limits.from_env()
     store = Store(store_root)
     src = _source(source)
-    key = _prepared_key(source, spec, bench)
-    cached = stored_prepared(source, spec, bench, store_root=store_root)
-    if cached:
-        return cached
+    key = key_of(kind="prepared", model=src.sha256, samples=spec.key(), bench=asdict(bench))
+    cached = store.get_json("reports", key)
+    if cached and Path(cached["samples_path"]).exists() and (
+            cached["reference_path"] is None or Path(cached["reference_path"]).exists()) and (
+            not cached.get("labels") or Path(cached["labels"]["path"]).exists()):
+        return {**cached, "cached": True}
     t0 = time.perf_counter()
     progress("load")
     if src.format is SourceFormat.TFLITE:
@@ -200,6 +187,7 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         "samples_sha": samples.sha256, "reference_path": str(reference_path), "export_dir": export_dir,
         "fixed_batch": fixed, "original_latency": latency, "warnings": warnings, "labels": labels,
         "timings_s": {"load": load_s, "export": export_s, "reference": ref_s}, "cached": False,
+        "created_at": now_utc(),
     }
     store.put_json("reports", key, prepared)
     return prepared
@@ -237,6 +225,7 @@ def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
         "original_latency": None, "warnings": list(samples.warnings) + [
             "No original model given: the .tflite was run and benchmarked, not compared."],
         "timings_s": {"load": time.perf_counter() - t0, "export": 0.0, "reference": 0.0}, "cached": False,
+        "created_at": now_utc(),
     }
     store.put_json("reports", key, prepared)
     return prepared
@@ -269,7 +258,8 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
     tpath = store.path("tflite", key, ".tflite")
     if meta and tpath.exists():
         return ConversionResult(tpath.read_bytes(), route, optimization, meta["calls"], meta["warnings"],
-                                meta["log"], meta["convert_s"], meta["fixed_batch"], cached=True), str(tpath)
+                                meta["log"], meta["convert_s"], meta["fixed_batch"], cached=True,
+                                created_at=meta.get("created_at")), str(tpath)
     om = _open(src, limits)
     progress("convert")
     sig = om.signature
@@ -281,9 +271,11 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
     unrolled = bool(prepared["fixed_batch"] and rep is not None)
     export_dir = exported_saved_model(om, unrolled=True)[0] if unrolled else prepared["export_dir"]
     result = convert(req, om, export_dir, prepared["fixed_batch"], rep, None, unrolled)
+    result.created_at = now_utc()
     store.put_bytes("tflite", key, ".tflite", result.tflite)
     store.put_json("tflite", key, {"calls": result.calls, "warnings": result.warnings, "log": result.log,
-                                   "convert_s": result.convert_s, "fixed_batch": result.fixed_batch})
+                                   "convert_s": result.convert_s, "fixed_batch": result.fixed_batch,
+                                   "created_at": result.created_at})
     return result, str(tpath)
 
 
@@ -298,9 +290,7 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
     store = Store(store_root)
     route, optimization = Route(route), Optimization(optimization)
     int8_io = bool(int8_io and optimization is Optimization.INT8)
-    t0 = time.perf_counter()
     result, tflite_path = convert_cached(prepared, route, optimization, int8_io, store, limits, progress)
-    convert_wall = time.perf_counter() - t0
     from .recipes import RECIPES
     from .reproduce import reproduction
     src = prepared["source"]
@@ -313,8 +303,9 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
         "reproduce": {"code": code, "language": language},
         "route": route.value, "optimization": optimization.value, "int8_io": int8_io,
         "calls": result.calls, "command": result.command, "warnings": list(result.warnings),
-        "cached": result.cached, "converter_log": result.log,
-        "convert_s": result.convert_s if not result.cached else convert_wall})
+        # A cached cell keeps the earlier run's convert time, labelled with that run's date.
+        "cached": result.cached, "cached_at": result.created_at if result.cached else None,
+        "converted_at": result.created_at, "converter_log": result.log, "convert_s": result.convert_s})
 
 
 def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = BenchSpec(),
@@ -324,7 +315,8 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
     data = Path(tflite_source["path"]).read_bytes()
     return _evaluate_tflite(prepared, data, tflite_source["path"], bench, store, progress, {
         "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "", "reproduce": None,
-        "warnings": [], "cached": False, "converter_log": "", "convert_s": 0.0}, tflite_source["filename"])
+        "warnings": [], "cached": False, "cached_at": None, "converted_at": None, "converter_log": "",
+        "convert_s": 0.0}, tflite_source["filename"])
 
 
 def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
@@ -389,7 +381,21 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "reference_path": prepared["reference_path"], "predictions_path": str(pred_path),
         "labels_path": (prepared.get("labels") or {}).get("path"),
         "inspection": insp.to_json(), "source": src,
+        # The load/reference timings belong to the run that prepared the model (maybe an earlier one).
+        "prepared_at": prepared.get("created_at"), "prepared_cached": bool(prepared.get("cached")),
     }
+
+
+def _when(iso: str | None) -> str:
+    return iso.replace("T", " ").replace("+00:00", " UTC") if iso else "an earlier run (date not recorded)"
+
+
+def provenance(report: dict) -> str | None:
+    """One line when results came from the store, not from this run (None when all are fresh)."""
+    if report.get("cached"):
+        return (f"From the store: converted {_when(report.get('cached_at'))}; the conversion time is from that "
+                "run. Any change to TFLite Lab's code, TensorFlow or LiteRT converts afresh.")
+    return None
 
 
 NO_REFERENCE = "ran, no reference"
@@ -453,6 +459,8 @@ def report_json(report: dict) -> dict:
         "accuracy": report.get("accuracy"), "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
         "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
         "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
+        "cached_at": report.get("cached_at"), "converted_at": report.get("converted_at"),
+        "prepared_at": report.get("prepared_at"),
         "tolerances": report.get("tolerances"),
         **{k: report[k] for k in ("cell", "quantizer", "keep_float", "keep_float_ops", "float_ops", "float_cost_bytes")
            if k in report},

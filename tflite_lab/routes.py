@@ -111,6 +111,7 @@ class ConversionResult:
     convert_s: float
     fixed_batch: bool = False
     cached: bool = False
+    created_at: str | None = None   # when it was converted (UTC); for a cached result, the earlier run
 
     @property
     def command(self) -> str:

@@ -5,6 +5,8 @@ Layout under ``config.cache_dir()``:
   samples/<key>.npz         sample inputs actually used
   reports/<key>.json        prepared references and cell reports
   tflite/<key>.tflite       converted models, with <key>.json (calls, warnings, log)
+Every key includes a fingerprint of the package's source (``code_fingerprint``), the TensorFlow and
+LiteRT versions; every stored record carries the UTC time it was made (``created_at``).
 """
 from __future__ import annotations
 
@@ -12,12 +14,32 @@ import hashlib
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 from .config import cache_dir
 
-VERSION_SALT = f"tflite_lab-2 tf-{version('tensorflow')} litert-{version('ai-edge-litert')}"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_fingerprint(package_dir: str | Path = PACKAGE_DIR) -> str:
+    """sha256 over the package's source files (names and bytes): any change to the code that
+    makes results (a recipe, a route, a metric) gives new keys, so old results are never served."""
+    h = hashlib.sha256()
+    for f in sorted(Path(package_dir).rglob("*.py")):
+        h.update(f.relative_to(package_dir).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+CODE_FINGERPRINT = code_fingerprint()
+VERSION_SALT = (f"tflite_lab code-{CODE_FINGERPRINT} tf-{version('tensorflow')} "
+                f"litert-{version('ai-edge-litert')}")
+
+
+def now_utc() -> str:
+    """When a result was made, as stored with it (ISO 8601, UTC, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def key_of(**parts) -> str:

@@ -69,13 +69,8 @@ class _Worker:
         return self.proc.poll() is None
 
     def rss_mb(self) -> float:
-        import psutil
-        try:
-            p = psutil.Process(self.proc.pid)
-            procs = [p] + p.children(recursive=True)
-            return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
-        except Exception:
-            return 0.0
+        """Resident memory of the worker and its children (see ``tree_rss_mb``)."""
+        return tree_rss_mb(self.proc.pid)
 
     def kill(self) -> None:
         try:
@@ -99,6 +94,40 @@ class _Worker:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
         return f"exited with code {code}"
+
+
+class MemoryPollError(Exception):
+    """The worker's own memory could not be read (so its limit cannot be checked)."""
+
+
+def tree_rss_mb(pid: int, attempts: int = 3) -> float:
+    """Resident MB of process ``pid`` and all its descendants.
+
+    A child that exits between listing and reading is skipped (its memory is freed); the others
+    still count. If the process itself cannot be read, retry, then raise MemoryPollError: a failed
+    poll must never read as 0 MB, which would switch the limit off.
+    """
+    import psutil
+    last: Exception | None = None
+    for i in range(attempts):
+        try:
+            p = psutil.Process(pid)
+            total = p.memory_info().rss
+            children = p.children(recursive=True)
+        except (psutil.Error, OSError) as e:
+            last = e
+            time.sleep(0.01 * (i + 1))
+            continue
+        for q in children:
+            try:
+                total += q.memory_info().rss
+            except (psutil.Error, OSError):
+                pass          # exited mid-poll
+        return total / 2**20
+    raise MemoryPollError(f"cannot read the memory of process {pid}: {type(last).__name__}: {last}")
+
+
+MAX_FAILED_POLLS = 8      # consecutive unreadable polls (~2 s) before a job is stopped unchecked
 
 
 class WorkerPool:
@@ -178,6 +207,7 @@ class WorkerPool:
             w.conn.send((job_id, job, kwargs, workspace))
             started = time.monotonic()
             next_mem_check = 0.0
+            failed_polls = 0
             while True:
                 if w.conn.poll(0.05):
                     try:
@@ -204,7 +234,17 @@ class WorkerPool:
                                       "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
                 if now >= next_mem_check:
                     next_mem_check = now + 0.25
-                    rss = w.rss_mb()
+                    try:
+                        rss = w.rss_mb()
+                        failed_polls = 0
+                    except MemoryPollError as e:
+                        if not w.alive():
+                            continue            # exited: the socket or exit status says why, above
+                        failed_polls += 1
+                        if failed_polls >= MAX_FAILED_POLLS:
+                            raise WorkerError(f"{what} was stopped: its memory could not be read ({e}), so the "
+                                              f"limit of {mem_limit:,.0f} MB could not be enforced.") from None
+                        continue
                     if rss > mem_limit:
                         raise WorkerError(f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit:,.0f} MB, "
                                           "and was stopped. Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.")
@@ -218,12 +258,22 @@ class WorkerPool:
     def _wait_ready(self, w: _Worker, progress, start: float) -> None:
         if progress:
             progress("start worker", 0.0)
+        failed_polls = 0
         while not w.conn.poll(0.1):
             if not w.alive():
                 raise WorkerError(f"A worker process {w.death_reason()} while starting; see {w.log_path}.")
             if time.monotonic() - start > STARTUP_LIMIT_S:
                 raise WorkerError(f"A worker process did not start within {STARTUP_LIMIT_S:g} s.")
-            if w.rss_mb() > self.limits.job_memory_mb:
+            try:
+                rss = w.rss_mb()
+                failed_polls = 0
+            except MemoryPollError as e:
+                failed_polls += 1               # not alive: said next round; else stop once it stays unreadable
+                if failed_polls >= MAX_FAILED_POLLS and w.alive():
+                    raise WorkerError(f"A worker process was stopped while starting: its memory could not be "
+                                      f"read ({e}), so the memory limit could not be enforced.") from None
+                continue
+            if rss > self.limits.job_memory_mb:
                 raise WorkerError(f"A worker process used more than the limit of {self.limits.job_memory_mb:,.0f} MB "
                                   "while starting.")
         try:

@@ -13,10 +13,14 @@ if str(ROOT) not in sys.path:          # `streamlit run` adds it; AppTest does n
     sys.path.insert(0, str(ROOT))
 
 from pages import common  # noqa: E402
+from tflite_lab.errors import TFLiteLabError  # noqa: E402
 
 st.set_page_config(page_title="TFLite Lab", page_icon=":material/memory:", layout="wide")
 common.init_state()
-common.executor()       # starts one worker now, so TensorFlow is imported before the first model arrives
+try:
+    common.executor()   # starts one worker now, so TensorFlow is imported before the first model arrives
+except TFLiteLabError as e:      # TFLITE_LAB_EXECUTOR=ray with an unreachable RAY_ADDRESS, an unknown name
+    st.error(e.user_message, icon=":material/error:")
 
 start = common.open_permalink()       # ?run=<id> starts on Compare, ?runs=a,b on History
 navigation = st.navigation([

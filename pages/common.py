@@ -202,6 +202,14 @@ def executor():
     return default_executor()
 
 
+def executor_label() -> str:
+    """"local, 2 workers" or "ray at ADDRESS, N CPUs"; why not, when the executor cannot start."""
+    try:
+        return executor().describe()
+    except TFLiteLabError as e:
+        return f"unavailable: {e.user_message}"
+
+
 def run_job(job: str, progress=None, **kwargs):
     """Run a worker job (blocking); raises the project's errors."""
     return executor().run(job, progress=progress, **kwargs)

@@ -120,7 +120,9 @@ elif len(picked) > 1:
         st.info("These runs used different samples, so their output charts are not overlaid.", icon=":material/info:")
     cols = st.columns(2)
     by = {name: vals for name, vals, _ in lines}
-    figures = [charts.runs_per_sample_figure(series, name) for name, series in overlays.items()]
+    figures = [charts.runs_scatter_figure(ref, cands, name) for name, (ref, cands)
+               in report_html.overlaid_outputs(runs).items()]
+    figures += [charts.runs_per_sample_figure(series, name) for name, series in overlays.items()]
     figures += [charts.runs_bar_figure(dict(zip(labels, by["TFLite bytes"])), "TFLite size", "bytes"),
                 charts.runs_bar_figure(dict(zip(labels, by["latency median (ms)"])), "Latency (median)", "ms")]
     for i, fig in enumerate(figures):

@@ -10,6 +10,7 @@ from tflite_lab.routes import supported_cells
 
 ss = st.session_state
 st.title("Matrix")
+st.caption(f"executor: {common.executor_label()}")
 m = common.need_model() or st.stop()
 if common.original() is not m:
     st.info("The matrix converts an original model; this one is already a .tflite (see Compare).",

@@ -244,6 +244,38 @@ def runs_per_sample_figure(per_sample: dict[str, list[float]], output: str) -> g
                    "max |original − TFLite|")
 
 
+def runs_scatter_figure(reference: np.ndarray, candidates: dict[str, np.ndarray], name: str,
+                        max_points: int = MAX_POINTS) -> go.Figure:
+    """Several runs on the same samples: original (x) against each run's TFLite output (y), overlaid.
+
+    The same subsample of elements is drawn for every run, so the clouds compare point for point.
+    """
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    idx = None
+    shown = ""
+    if ref.size > max_points:
+        idx = np.random.default_rng(0).choice(ref.size, max_points, replace=False)
+        shown = f" ({max_points:,} of {ref.size:,} values)"
+    fig = go.Figure()
+    bad = 0
+    for label, cand in candidates.items():
+        out = np.asarray(cand, dtype=np.float64).ravel()
+        if out.size != ref.size:
+            continue
+        bad += int(np.sum(~np.isfinite(out)))
+        x, y = (ref, out) if idx is None else (ref[idx], out[idx])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=label, marker={"size": 5, "opacity": 0.55},
+                                 hovertemplate="original %{x:.6g}<br>TFLite %{y:.6g}<extra>" + label + "</extra>"))
+    fin = _finite(ref)
+    if fin.size:
+        lo, hi = float(fin.min()), float(fin.max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x (identical)",
+                                 line={"color": "gray", "dash": "dash", "width": 1}, hoverinfo="skip"))
+    if bad:
+        shown += f" — {bad} NaN/inf TFLite values not drawn"
+    return _layout(fig, f"Original vs TFLite, runs overlaid: {name}{shown}", "original output", "TFLite output")
+
+
 def runs_bar_figure(values: dict[str, float | None], title: str, unit: str) -> go.Figure:
     """One bar per run (size or latency side by side); a missing value is labelled, not drawn as 0."""
     labels = list(values)

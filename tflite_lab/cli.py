@@ -89,6 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     m.add_argument("--quantizers", nargs="+", choices=["tf", "aeq"], default=["tf"],
                    help="aeq adds one ai-edge-quantizer cell per optimization (aeq-int8, ...) next to TF's cells")
+    _executor_args(m)
+    z = sub.add_parser("zoo", help="the matrix over many models: one summary row per model")
+    z.add_argument("models", nargs="+", metavar="PATH", help="a folder of models, a model, or a .txt file listing them")
+    z.add_argument("--routes", nargs="+", choices=[r.value for r in Route], default=[r.value for r in Route])
+    z.add_argument("--optimizations", nargs="+", choices=[o.value for o in Optimization],
+                   default=[o.value for o in Optimization])
+    z.add_argument("--samples-dir", help="where NAME.samples.* are (default: next to each model)")
+    z.add_argument("--num-samples", type=int, default=None, help="random samples to draw (default 64), or cap on file samples")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--out", help="write DIR/<model>/<route>-<optimization>/ per cell, and zoo.json/.csv/.md")
+    z.add_argument("--json", action="store_true", help="print only the JSON summary on stdout")
+    z.add_argument("--report", help="the summary table as FILE.csv and FILE.md (an .html name: both, next to it)")
+    z.add_argument("--max-abs-error", type=float, help="tolerance on max abs error (any recipe)")
+    z.add_argument("--min-top1", type=float, help="tolerance on top-1 agreement")
+    z.add_argument("--min-psnr", type=float, help="tolerance on PSNR in dB")
+    z.add_argument("--min-accuracy-delta", type=float,
+                   help="tolerance on tflite accuracy - original accuracy on the labels, e.g. -0.01 "
+                        "(for MAE: relative growth, -0.05 = at most 5%% worse)")
+    z.add_argument("--threads", type=int, default=None, help="LiteRT threads for inference and latency")
+    z.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
+    z.add_argument("--time-limit", type=float, default=None, help="seconds per worker job")
+    z.add_argument("--memory-limit", type=float, default=None, help="MB per worker")
+    z.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="local workers, or CPUs of the local Ray instance")
+    z.add_argument("--progress", action="store_true", help="progress lines on stderr even when it is not a terminal")
+    z.add_argument("--debug", action="store_true", help="show tracebacks and details")
+    z.add_argument("--no-history", action="store_true", help="do not record the models' runs in the run history")
+    z.add_argument("--note", default="", help="a note kept with each model's run in the history")
+    _executor_args(z)
     i = sub.add_parser("inspect", help="signature, operators, tensors and deployment findings")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
@@ -119,6 +148,13 @@ def _history_filters(h: argparse.ArgumentParser) -> None:
     h.add_argument("--search", help="only runs whose note or reviewer tag contains this text")
     h.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
     h.add_argument("--json", action="store_true")
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where jobs run (default TFLITE_LAB_EXECUTOR, else local)")
+    p.add_argument("--ray-address", default=None,
+                   help="HOST:PORT of a Ray cluster to join (default RAY_ADDRESS; without: a local Ray instance)")
 
 
 def _progress(enabled: bool, label: str = ""):
@@ -350,7 +386,8 @@ def _convert(args, limits, pool, history=None) -> int:
 
 def _executor(args, workers: int, limits, prestart: int = 0):
     from .executor import make_executor
-    return make_executor(getattr(args, "executor", None), size=workers, limits=limits, prestart=prestart)
+    return make_executor(getattr(args, "executor", None), size=workers, limits=limits, prestart=prestart,
+                         ray_address=getattr(args, "ray_address", None))
 
 
 def _write_cell(out: Path | None, key_dir: str, rep: dict | None, error: TFLiteLabError | None) -> None:
@@ -578,6 +615,121 @@ def debug_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_zoo(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+    from . import orchestrate, zoo
+    from .pipeline import BenchSpec, SampleSpec, failed_cell_json, judge_report, report_json, source_json
+    from .sources import source_from_path
+    from .store import Store
+    args.task = []
+    limits = _limits(args)
+    zoo.check_report_path(args.report)
+    history = _open_history(args)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise TFLiteLabError(f"--num-samples must be at least 1, got {args.num_samples}.")
+    samples_dir = Path(args.samples_dir) if args.samples_dir else None
+    if samples_dir and not samples_dir.is_dir():
+        raise TFLiteLabError(f"--samples-dir {samples_dir} is not a folder.")
+    paths = zoo.find_models(args.models)
+    models = [zoo.ZooModel(n, p, zoo.match_samples(p, samples_dir)) for n, p in zip(zoo.model_names(paths), paths)]
+    bench = BenchSpec(enabled=not args.no_latency, threads=args.threads)
+    say = _forced_progress() if args.progress else _progress(not args.json)
+    for m in models:                    # read in this process: an unreadable file is that model's row
+        try:
+            m.source = source_json(source_from_path(m.path, limits=limits))
+        except TFLiteLabError as e:
+            m.error = orchestrate.failure_record(e)
+    out = Path(args.out) if args.out else None
+    store = Store()
+    done, failed = {}, {}
+    with _executor(args, max(1, args.workers), limits) as executor:
+        say(f"{len(models)} models on {executor.describe()}")
+
+        def prepare(m):
+            spec = SampleSpec(path=str(m.samples.resolve()) if m.samples else None, count=args.num_samples, seed=args.seed)
+            try:
+                m.prepared = orchestrate.prepare(executor, m.source, spec, bench)
+            except TFLiteLabError as e:
+                m.error = orchestrate.failure_record(e)
+            say(f"prepared {m.name}" + (f": {m.error['message']}" if m.error else ""))
+
+        with ThreadPoolExecutor(executor.size) as pool:
+            list(pool.map(prepare, [m for m in models if m.error is None]))
+        jobs, owner = [], {}
+        for m in models:
+            if m.prepared is None:
+                continue
+            runnable, refused = orchestrate.plan_cells(m.source["format"], args.routes, args.optimizations)
+            for cid, reason in refused.items():
+                r, o = cid.split("-", 1)
+                m.cells[cid] = failed_cell_json(r, o, UnsupportedCombination(reason))
+            for c in runnable:
+                key = f"{m.name}/{c.id}"
+                owner[key] = (m, c)
+                stored = orchestrate.stored_cell(store, m.prepared, c, bench)
+                if stored is not None:          # already in the store: not recomputed
+                    done[key] = stored
+                else:
+                    jobs.append(orchestrate.CellJob(key, c, m.prepared))
+        count = orchestrate.Progress(len(owner))
+
+        def finish(key):
+            m, c = owner[key]
+            if key in done:
+                if not done[key].get("cached_cell"):
+                    orchestrate.store_cell(store, m.prepared, c, bench, done[key])
+                rep = judge_report(done[key], _tolerances(args, c.optimization))
+                m.judged[c.id] = rep
+                _write_cell(out / m.name if out else None, c.id, rep, None)
+                m.cells[c.id] = report_json(rep)
+            else:
+                err = TFLiteLabError.from_dict(failed[key])
+                _write_cell(out / m.name if out else None, c.id, None, err)
+                m.cells[c.id] = failed_cell_json(c.route, c.optimization, err)
+            count.finished(key in done)
+            say(f"{count.line()}  {key} {'done' if key in done else 'failed: ' + failed[key]['message']}")
+
+        for key in [k for k in owner if k in done]:
+            finish(key)
+        orchestrate.run_cells(executor, jobs, bench, done, failed, on_finish=finish)
+        where = executor.describe()
+    for m in models:                    # cells in the order asked for
+        order = [orchestrate.cell_id(r, o) for r in args.routes for o in args.optimizations]
+        m.cells = {cid: m.cells[cid] for cid in order if cid in m.cells}
+    rows = [zoo.summarize(m) for m in models]
+    runs = []                           # one matrix run per model, in the same run history as local runs
+    from .history import build_run
+    for row, m in zip(rows, models):
+        if m.prepared is None:
+            continue
+        errors = {cid: {"message": c["error"], "kind": c["error_kind"]} for cid, c in m.cells.items() if c.get("error")}
+        run = build_run("matrix", [m.judged[cid] for cid in m.cells if cid in m.judged], m.prepared, origin="cli",
+                        failed=errors, note=args.note)
+        row["run_id"] = history.record(run) if history is not None else None
+        run["id"] = row["run_id"]
+        runs.append(run)
+    result = {"executor": where, "models": [{**row, "cells": list(m.cells.values())} for row, m in zip(rows, models)]}
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "zoo.json").write_text(json.dumps(result, indent=2))
+        zoo.write_tables(rows, out / "zoo")
+    if args.report and Path(args.report).suffix.lower() == ".html":
+        from .report_html import write_report
+        write_report(runs, args.report)             # every model's matrix run, side by side
+        zoo.write_tables(rows, Path(args.report))   # and the summary table next to it
+    elif args.report:
+        zoo.write_tables(rows, Path(args.report))
+    print(json.dumps(result, indent=2) if args.json else zoo.text_table(rows))
+    return EXIT_OK if all(r["within_tolerance"] for r in rows) else EXIT_TOLERANCE
+
+
+def _forced_progress():
+    t0 = time.monotonic()
+    def report(step, _elapsed=None):
+        print(f"[{time.monotonic() - t0:6.1f}s] {step}", file=sys.stderr, flush=True)
+    return report
+
+
 def cmd_inspect(args) -> int:
     from .pipeline import source_json
     from .sources import source_from_path
@@ -683,8 +835,8 @@ def cmd_report(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"convert": cmd_convert, "matrix": cmd_matrix, "inspect": cmd_inspect, "history": cmd_history,
-                "report": cmd_report, "debug": cmd_debug}[args.command](args)
+        return {"convert": cmd_convert, "matrix": cmd_matrix, "zoo": cmd_zoo, "inspect": cmd_inspect,
+                "history": cmd_history, "report": cmd_report, "debug": cmd_debug}[args.command](args)
     except TFLiteLabError as e:
         print(f"error: {e.user_message}", file=sys.stderr)
         out = getattr(args, "out", None)

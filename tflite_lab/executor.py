@@ -16,7 +16,7 @@ import threading
 from .config import Limits
 from .errors import TFLiteLabError
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 
 
 class Executor:
@@ -87,12 +87,16 @@ def executor_name(name: str | None = None) -> str:
 
 
 def make_executor(name: str | None = None, *, size: int = 2, limits: Limits | None = None,
-                  prestart: int = 0) -> Executor:
+                  prestart: int = 0, ray_address: str | None = None) -> Executor:
     """A new executor of the given kind (see ``executor_name``); close it when done.
 
-    Raises: TFLiteLabError for an unknown name.
+    ``size``: local workers, or the CPUs of a local Ray instance (a cluster brings its own).
+    ``ray_address``: the cluster to join (else RAY_ADDRESS, else a local instance for the run).
+    Raises: TFLiteLabError for an unknown name or an unreachable cluster.
     """
-    executor_name(name)
+    if executor_name(name) == "ray":
+        from .ray_executor import RayExecutor
+        return RayExecutor(ray_address, limits, num_cpus=size)
     return LocalExecutor(size, limits, prestart)
 
 
@@ -104,11 +108,17 @@ def default_executor() -> Executor:
     """The process-wide executor (the Streamlit server's): TFLITE_LAB_EXECUTOR, local by default.
 
     Local: the shared worker pool, size from TFLITE_LAB_WORKERS (default 2), one worker started at once.
+    Ray: RAY_ADDRESS's cluster, else a local instance with TFLITE_LAB_WORKERS CPUs.
+    Raises: TFLiteLabError (unknown executor, unreachable cluster).
     """
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None or getattr(getattr(_DEFAULT, "pool", None), "_closed", False):
-            from .worker import default_pool
-            executor_name()
-            _DEFAULT = LocalExecutor(pool=default_pool())
+            if executor_name() == "ray":
+                import atexit
+                _DEFAULT = make_executor("ray", size=int(os.environ.get("TFLITE_LAB_WORKERS", "2")))
+                atexit.register(_DEFAULT.close)
+            else:
+                from .worker import default_pool
+                _DEFAULT = LocalExecutor(pool=default_pool())
         return _DEFAULT

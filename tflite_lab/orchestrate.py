@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .errors import TFLiteLabError
 from .types import SourceFormat
@@ -84,8 +85,33 @@ def prepare_key(source: dict, spec, bench) -> tuple:
 
 
 def prepare(executor, source: dict, spec, bench, progress=None) -> dict:
-    """Samples fixed, reference outputs computed and the model exported (the store keeps it)."""
-    return executor.run("prepare", progress=progress, source=source, spec=spec, bench=bench)
+    """Samples fixed, reference outputs computed and the model exported (the store keeps it: a
+    model prepared before is read back here, without starting a worker)."""
+    from .pipeline import stored_prepared
+    return stored_prepared(source, spec, bench) or executor.run("prepare", progress=progress, source=source,
+                                                                spec=spec, bench=bench)
+
+
+def _cell_key(prepared: dict, cell: Cell, bench) -> str:
+    from .store import key_of
+    return key_of(kind="cell-report", model=prepared["source"]["sha256"], samples=prepared["samples_sha"],
+                  cell=cell.id, int8_io=cell.int8_io, bench=asdict(bench))
+
+
+def stored_cell(store, prepared: dict, cell: Cell, bench) -> dict | None:
+    """A cell's report from an earlier run (same model bytes, samples, cell and bench settings) whose
+    artifacts are still in the store; None when it has to be computed."""
+    rep = store.get_json("reports", _cell_key(prepared, cell, bench))
+    if not rep:
+        return None
+    paths = [rep.get(k) for k in ("tflite_path", "samples_path", "reference_path", "predictions_path")]
+    if not all(Path(p).exists() for p in paths if p):
+        return None
+    return {**rep, "cached": True, "cached_cell": True}
+
+
+def store_cell(store, prepared: dict, cell: Cell, bench, report: dict) -> None:
+    store.put_json("reports", _cell_key(prepared, cell, bench), report)
 
 
 def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: dict, key: str | None = None,

@@ -121,18 +121,31 @@ def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits):
 
 
 
+def _prepared_key(source: dict, spec: SampleSpec, bench: BenchSpec) -> str:
+    return key_of(kind="prepared", model=source["sha256"], samples=spec.key(), bench=asdict(bench))
+
+
+def stored_prepared(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None) -> dict | None:
+    """What ``prepare`` gave before for the same model bytes, samples and bench settings, while its
+    files are still in the store; None otherwise. Reads the store only (no TensorFlow)."""
+    cached = Store(store_root).get_json("reports", _prepared_key(source, spec, bench))
+    if cached and Path(cached["samples_path"]).exists() and (
+            cached["reference_path"] is None or Path(cached["reference_path"]).exists()) and (
+            not cached.get("labels") or Path(cached["labels"]["path"]).exists()):
+        return {**cached, "cached": True}
+    return None
+
+
 def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None,
             limits: Limits | None = None, progress=_noop) -> dict:
     """Load the original, derive its signature, fix the samples, run the reference, export once."""
     limits = limits or Limits.from_env()
     store = Store(store_root)
     src = _source(source)
-    key = key_of(kind="prepared", model=src.sha256, samples=spec.key(), bench=asdict(bench))
-    cached = store.get_json("reports", key)
-    if cached and Path(cached["samples_path"]).exists() and (
-            cached["reference_path"] is None or Path(cached["reference_path"]).exists()) and (
-            not cached.get("labels") or Path(cached["labels"]["path"]).exists()):
-        return {**cached, "cached": True}
+    key = _prepared_key(source, spec, bench)
+    cached = stored_prepared(source, spec, bench, store_root=store_root)
+    if cached:
+        return cached
     t0 = time.perf_counter()
     progress("load")
     if src.format is SourceFormat.TFLITE:

@@ -354,6 +354,20 @@ def overlaid_per_sample(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def overlaid_outputs(runs: list[dict]) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """{output: (reference, {run label: TFLite output})} when the runs share samples and their files
+    are still in the store, else {}."""
+    if not _same_samples(runs):
+        return {}
+    heads = [_head_report(r) for r in runs]
+    reference = next((_load(h.get("reference_path")) for h in heads if h and h.get("reference_path")), None)
+    if reference is None:
+        return {}
+    preds = {run_label(r): _load(h.get("predictions_path")) for r, h in zip(runs, heads) if h}
+    return {name: (ref, {lab: p[name] for lab, p in preds.items() if p is not None and name in p})
+            for name, ref in reference.items()}
+
+
 def comparison_section(runs: list[dict], figs: _Figures) -> str:
     """Several runs: headline numbers in columns with the delta to the first run; charts overlaid
     when the runs share samples."""
@@ -373,6 +387,8 @@ def comparison_section(runs: list[dict], figs: _Figures) -> str:
         rows.append([_e(name)] + cells)
     out = ["<section><h2>Side by side</h2><p class='meta'>Deltas are against the first run.</p>",
            _table(["", *labels], rows, "side")]
+    for name, (ref, cands) in overlaid_outputs(runs).items():
+        out.append(figs.div(charts.runs_scatter_figure(ref, cands, name, max_points=MAX_POINTS)))
     overlays = overlaid_per_sample(runs)
     for name, series in overlays.items():
         out.append(figs.div(charts.runs_per_sample_figure(series, name)))

@@ -38,6 +38,7 @@ def test_debug_then_keep_float_makes_a_cell_on_compare(app, sensitive_model):
     assert app.selectbox(key="compare_cell").value == cell
     shown = {m.label: m.value for m in app.metric}
     assert shown["Verdict"] == "PASS" and shown["Accuracy, TFLite"] == "1"
+    assert any(c.startswith("Kept in float (1 ops, +") and "sensitive" in c for c in texts(app.caption))
     go(app, "matrix")
     assert_clean(app)
     assert cell in list(app.dataframe[0].value["cell"])

@@ -82,7 +82,9 @@ def test_side_by_side_note_and_delete(two_runs):
         a, b = h.get(dyn), h.get(none)
     # The delta to the first run, recomputed from the recorded sizes.
     assert f"(+{b['tflite_bytes'] - a['tflite_bytes']:,.0f})" in table.loc["TFLite bytes", label_none]
-    assert any("runs overlaid" in (c.proto.spec or "") for c in side.get("plotly_chart"))
+    specs = [c.proto.spec or "" for c in side.get("plotly_chart")]
+    assert any("Original vs TFLite, runs overlaid" in sp for sp in specs)       # same samples: outputs overlaid
+    assert any("Max absolute error per sample, runs overlaid" in sp for sp in specs)
 
     # One run: edit its note and reviewer tag, then delete it with confirmation.
     side.session_state["history_compare"] = [dyn]

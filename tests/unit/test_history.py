@@ -98,7 +98,7 @@ def test_html_report_single_and_side_by_side(home, two_runs, tmp_path):
     p = cli(home, "report", dyn["run_id"], none["run_id"], "--out", out)
     assert p.returncode == 0, p.stderr
     both = out.read_text()
-    assert "Side by side" in both and "overlaid" in both          # same samples: charts overlaid
+    assert "Side by side" in both and "Original vs TFLite, runs overlaid" in both      # same samples: overlaid
     assert dyn["run_id"] in both and none["run_id"] in both
     bad = cli(home, "report", "nosuchid", "--out", tmp_path / "x.html")
     assert bad.returncode == 2 and bad.stderr.startswith("error: No run 'nosuchid'")

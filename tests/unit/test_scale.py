@@ -1,0 +1,234 @@
+"""Scale out: the zoo on the local pool and on Ray (a local instance, 2 CPUs), with the same limits.
+
+Ray here is always a local instance that binds to 127.0.0.1 only (see ray_executor._loopback_env);
+test_ray_listens_on_loopback_only checks that, since this machine must not talk over eth0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+from lab_helpers import SAMPLES, run_cli
+
+from tflite_lab import orchestrate, zoo
+from tflite_lab.errors import WorkerError
+from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json
+from tflite_lab.sources import source_from_path
+
+ZOO = ["digits_cnn.keras", "breast_cancer_mlp.h5", "diabetes_regressor_savedmodel.zip"]
+ZOO_CELLS = ["--routes", "saved_model", "--optimizations", "dynamic"]
+NO_BENCH = BenchSpec(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    from tflite_lab.ray_executor import RayExecutor
+    ex = RayExecutor(num_cpus=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def fresh_digits(ray_executor):
+    """digits_cnn prepared on samples no other test converts, so every cell really converts."""
+    src = source_json(source_from_path(SAMPLES / "digits_cnn.keras"))
+    return orchestrate.prepare(ray_executor, src, SampleSpec(count=24, seed=1212), NO_BENCH)
+
+
+def _zoo(tmp_path, name, *extra):
+    store = tmp_path / f"store-{name}"
+    r = run_cli("zoo", *(SAMPLES / m for m in ZOO), *ZOO_CELLS, "--no-latency", "--json", "--out", tmp_path / name,
+                *extra, env={"TFLITE_LAB_CACHE": str(store)})
+    return r
+
+
+@pytest.mark.slow
+def test_zoo_gives_identical_metrics_on_local_and_ray(tmp_path):
+    local = _zoo(tmp_path, "local", "--executor", "local")
+    assert local.returncode == 0, local.stderr
+    ray = _zoo(tmp_path, "ray", "--executor", "ray", "--report", tmp_path / "zoo.html")
+    assert ray.returncode == 0, ray.stderr
+    a, b = json.loads(local.stdout), json.loads(ray.stdout)
+    assert a["executor"].startswith("local") and b["executor"].startswith("ray at 127.0.0.1:")
+    assert [m["model"] for m in a["models"]] == ["digits_cnn", "breast_cancer_mlp", "diabetes_regressor_savedmodel"]
+    for ma, mb in zip(a["models"], b["models"]):
+        assert ma["samples"].endswith(".samples.npz") or ma["samples"].endswith((".csv", ".npy"))
+        assert len(ma["cells"]) == len(mb["cells"]) == 1
+        for ca, cb in zip(ma["cells"], mb["cells"]):
+            assert (ca["route"], ca["optimization"]) == (cb["route"], cb["optimization"])
+            assert ca.get("error") is None and cb.get("error") is None, (ca.get("error"), cb.get("error"))
+            assert ca["cached"] is False and cb["cached"] is False        # two stores: both really converted
+            assert ca["outputs"] == cb["outputs"], (ma["model"], ca["route"], ca["optimization"])
+            assert ca["tflite_bytes"] == cb["tflite_bytes"] and ca["ok"] == cb["ok"]
+        assert {k: v for k, v in ma.items() if k not in ("cells", "run_id")} == \
+            {k: v for k, v in mb.items() if k not in ("cells", "run_id")}
+        assert ma["run_id"] and mb["run_id"]                        # each model's matrix run is in the history
+    # The summary: dynamic range is within tolerance on every model and shrinks the digits CNN ~3x.
+    digits = a["models"][0]
+    assert digits["best"] == "saved_model-dynamic" and digits["size_reduction"] > 0.5
+    assert all(m["within_tolerance"] >= 1 for m in a["models"])
+    cell_dir = tmp_path / "ray" / "digits_cnn" / "saved_model-dynamic"
+    assert (cell_dir / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert json.loads((cell_dir / "report.json").read_text())["outputs"] == digits["cells"][0]["outputs"]
+    html = (tmp_path / "zoo.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") or "<html" in html[:500]
+    assert all(m in html for m in ("digits_cnn", "breast_cancer_mlp", "diabetes_regressor"))
+    md = (tmp_path / "ray" / "zoo.md").read_text()
+    assert "| digits_cnn | saved_model-dynamic |" in md and (tmp_path / "ray" / "zoo.csv").exists()
+
+    # Again on the local store, judged strictly: nothing is recomputed, and no model passes (exit 1).
+    again = _zoo(tmp_path, "local", "--executor", "local", "--max-abs-error", "1e-30")
+    assert again.returncode == 1, again.stderr
+    c = json.loads(again.stdout)
+    assert all(cell["cached"] for m in c["models"] for cell in m["cells"])
+    assert all(m["best"] is None and m["failures"] == {"out of tolerance": 1} for m in c["models"])
+
+
+def test_ray_listens_on_loopback_only(ray_executor):
+    ray_pids = {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                if "ray" in (p.info["name"] or "") or "gcs_server" in (p.info["name"] or "")
+                or any("ray/" in c for c in (p.info["cmdline"] or []))}
+    assert ray_pids
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    assert listening, "no Ray server found"
+    outside = [c for c in listening if c.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not outside, outside
+
+
+@pytest.mark.slow
+def test_a_task_killed_mid_conversion_fails_only_its_cell(ray_executor, fresh_digits):
+    cells = [orchestrate.Cell("saved_model", o) for o in ("none", "float16", "dynamic")]
+    target = "saved_model-float16"
+    done, failed, killed = {}, {}, []
+
+    def render(states):
+        step = states[target][0]
+        pid = next((p for p, what in ray_executor.busy.items() if what.endswith(target)), None)
+        if step == "convert" and pid and not killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    orchestrate.run_cells(ray_executor, [orchestrate.CellJob(c.id, c, fresh_digits) for c in cells], NO_BENCH,
+                          done, failed, render)
+    assert killed, "the target cell never reached its conversion"
+    assert set(done) == {"saved_model-none", "saved_model-dynamic"}, failed
+    assert failed[target]["kind"] == "WorkerError"
+    assert failed[target]["message"].startswith(f"Converting {target} crashed: the worker process ")
+    assert "The next job starts a fresh worker." in failed[target]["message"]
+    assert "\n" not in failed[target]["message"]
+    # Retried later (pending_cells keeps worker crashes pending), it converts.
+    pending = [c.id for c in orchestrate.pending_cells("keras", done, failed)]
+    assert target in pending and "saved_model-none" not in pending
+    report = orchestrate.run_cell(ray_executor, cells[1], fresh_digits, NO_BENCH, done, failed)
+    assert report["tflite_bytes"] > 0 and target in done and target not in failed
+
+
+@pytest.mark.slow
+def test_a_task_over_its_time_limit_is_cancelled(ray_executor, fresh_digits):
+    seen = []
+
+    def watch():
+        while not seen:
+            pids = [p for p, what in ray_executor.busy.items() if what.endswith("saved_model-int8")]
+            if pids:
+                seen.append(pids[0])
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError) as e:
+        ray_executor.run("cell", prepared=fresh_digits, route="saved_model", optimization="int8", bench=NO_BENCH,
+                         time_limit_s=0.3)
+    assert e.value.user_message == ("Converting saved_model-int8 ran longer than the limit of 0.3 s and was stopped. "
+                                    "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
+    assert time.monotonic() - t0 < 30
+    assert seen
+    deadline = time.monotonic() + 15              # ray.cancel(force=True) ends the worker process
+    while psutil.pid_exists(seen[0]) and psutil.Process(seen[0]).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the timed-out task's process is still running"
+        time.sleep(0.1)
+
+
+def test_unreachable_ray_address_is_one_line_exit_2(tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))             # bound, never listening: connecting is refused
+    address = f"127.0.0.1:{closed.getsockname()[1]}"
+    try:
+        t0 = time.monotonic()
+        r = run_cli("zoo", SAMPLES / "digits_cnn.keras", "--executor", "ray", timeout=60,
+                    env={"RAY_ADDRESS": address})
+        took = time.monotonic() - t0
+    finally:
+        closed.close()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: Cannot reach the Ray cluster at {address} (connection refused). Start its head with "
+                     "`ray start --head`, or fix RAY_ADDRESS / --ray-address; without an address a local Ray "
+                     "instance is started."], r.stderr
+    assert took < 30
+
+
+def test_zoo_finds_models_and_their_samples(tmp_path):
+    models = zoo.find_models([str(SAMPLES)])
+    names = [m.name for m in models]
+    assert names == sorted(names) and len(names) == 6
+    assert not any(".samples" in n for n in names) and "catalog.json" not in names
+    samples = {m.name: (zoo.match_samples(m) or tmp_path).name for m in models}
+    assert samples["diabetes_regressor_savedmodel.zip"] == "diabetes_regressor.samples.npy"
+    assert samples["mobilenet_v2_small.keras"] == "mobilenet_v2_small.samples"       # a folder of images
+    assert samples["digits_lstm.keras"] == "digits_lstm.samples.npz"
+    listing = tmp_path / "zoo.txt"
+    listing.write_text(f"# two models\n{SAMPLES / 'digits_cnn.keras'}\n\n{SAMPLES / 'multi_io.keras'}\n")
+    assert [m.name for m in zoo.find_models([str(listing)])] == ["digits_cnn.keras", "multi_io.keras"]
+    assert zoo.match_samples(SAMPLES / "digits_cnn.keras", tmp_path) is None          # none there: random
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["nope_dir"], "does not exist"),
+    (["LIST"], "line 1: missing.keras does not exist"),
+    (["EMPTY"], "No models in"),
+    ([str(SAMPLES / "digits_cnn.keras"), "--report", "zoo.pdf"], "give a .csv, .md or .html"),
+    ([str(SAMPLES / "digits_cnn.keras"), "--executor", "spark"], "invalid choice"),
+])
+def test_zoo_bad_input_is_exit_2(tmp_path, args, expect):
+    (tmp_path / "list.txt").write_text("missing.keras\n")
+    (tmp_path / "empty").mkdir()
+    args = [str(tmp_path / "list.txt") if a == "LIST" else str(tmp_path / "empty") if a == "EMPTY" else
+            str(tmp_path / a) if a == "nope_dir" else a for a in args]
+    r = run_cli("zoo", *args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and expect in errors[0], r.stderr
+
+
+@pytest.mark.slow
+def test_pages_run_on_ray_and_say_so(ray_executor, monkeypatch):
+    """TFLITE_LAB_EXECUTOR=ray: the dashboard's jobs are Ray tasks; the Matrix page names the executor."""
+    from streamlit.testing.v1 import AppTest
+
+    from lab_helpers import ROOT
+    from tflite_lab import executor
+    monkeypatch.setenv("TFLITE_LAB_EXECUTOR", "ray")
+    monkeypatch.setattr(executor, "_DEFAULT", ray_executor)      # the server's executor: this Ray instance
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
+    at.selectbox(key="gallery_pick").set_value("breast_cancer_mlp").run()
+    at.button(key="gallery_use").click().run()
+    at.switch_page("pages/matrix.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"executor: {ray_executor.describe()}" in [c.value for c in at.caption]
+    assert ray_executor.describe().startswith("ray at 127.0.0.1:") and ray_executor.describe().endswith(", 2 CPUs")
+    at.switch_page("pages/convert.py").run()
+    at.radio(key="conv_route").set_value("saved_model")
+    at.radio(key="conv_opt").set_value("dynamic").run()
+    at.button(key="convert").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Verdict"] == "PASS", [e.value for e in at.error]
+    report = at.session_state["lab_reports"]["saved_model-dynamic"]
+    assert report["tflite_bytes"] > 0 and report["cached"] is False

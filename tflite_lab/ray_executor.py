@@ -1,0 +1,308 @@
+"""Jobs on Ray: each job is a Ray task in a Ray worker process, with the local pool's limits and errors.
+
+- **Same jobs**: a task runs ``worker._jobs()[job]`` (the pipeline functions, unchanged) in its own
+  temporary workspace, like the local worker.
+- **Isolation**: every task carries its upload's sha256 in its ``runtime_env``; Ray only reuses a worker
+  process for tasks with the same runtime env, so a process never serves two uploads (the equivalent
+  of ``max_calls=1`` that keeps TensorFlow imported across one model's cells).
+- **Wall time**: the driver waits with ``ray.wait`` timeouts and stops an overrun with
+  ``ray.cancel(force=True)`` (the worker process exits). **Memory**: each task declares
+  ``memory=`` the job limit as a Ray resource, and a guard thread in the task watches the RSS of
+  its process and children; over the limit it reports and the driver force-cancels it.
+- **Errors**: a crashed, killed, timed-out or over-memory task is a WorkerError for that job only,
+  with the local pool's one-line messages; tasks are never retried by Ray (``max_retries=0``).
+- **Artifacts**: the jobs write them into the store (``TFLITE_LAB_CACHE``, passed to every task), and
+  results carry their paths. On one machine that is simply the same folder; on a cluster the store,
+  the models and the sample files must be on a path every node sees (a shared mount) — see README.
+- **Progress**: a task is a Ray generator: it yields ``started``, each ``progress`` step, then the result.
+
+Without an address a local Ray instance is started for the run, loopback-only (see ``LOOPBACK_ENV``).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .config import Limits, cache_dir
+from .errors import TFLiteLabError, WorkerError
+from .executor import Executor
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+STARTUP_LIMIT_S = 180.0         # submitted but not running: no free CPU/memory for that long
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _loopback_env(closed_port: int) -> dict[str, str]:
+    """Environment for a local Ray instance that never leaves 127.0.0.1.
+
+    Ray (2.60) otherwise takes the node IP from the default route and binds its servers there, and
+    its dashboard probes cloud metadata (169.254.169.254, metadata.google.internal) even with
+    usage stats off. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes the node IP 127.0.0.1 (every
+    server binds to loopback); the HTTP proxy on a closed loopback port turns the probes into
+    an immediate "connection refused" without a DNS lookup.
+    """
+    proxy = f"http://127.0.0.1:{closed_port}"
+    local = "127.0.0.1,localhost,::1"
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+            "http_proxy": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "HTTPS_PROXY": proxy,
+            "no_proxy": local, "NO_PROXY": local}
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    a = address.strip()
+    for prefix in ("ray://", "http://", "https://"):
+        if a.startswith(prefix):
+            a = a[len(prefix):]
+    host, sep, port = a.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise TFLiteLabError(f"Ray address '{address}' is not HOST:PORT (for example 127.0.0.1:6379).")
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """One TCP connect to the cluster's head before ``ray.init``, which would otherwise retry for minutes.
+
+    Raises: TFLiteLabError (exit 2) naming the address and what to do.
+    """
+    host, port = _parse_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__).lower()
+        raise TFLiteLabError(f"Cannot reach the Ray cluster at {host}:{port} ({reason}). Start its head with "
+                             "`ray start --head`, or fix RAY_ADDRESS / --ray-address; without an address a "
+                             "local Ray instance is started.") from None
+
+
+class RayExecutor(Executor):
+    """Jobs as Ray tasks, on the cluster at ``address`` (or RAY_ADDRESS), else on a local instance."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, limits: Limits | None = None, num_cpus: int | None = None):
+        self.limits = limits or Limits.from_env()
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.busy: dict[int, str] = {}       # pid of each running task -> what it does ("Converting ...")
+        self._closed_sock = None
+        import logging
+        if self.address:
+            check_reachable(self.address)
+            import ray
+            self._ray = ray
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, namespace="tflite_lab")
+            except Exception as e:
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise TFLiteLabError(f"Cannot join the Ray cluster at {self.address}: {first}") from None
+            self._owns_instance = False
+        else:
+            self._start_local(num_cpus or 2, logging.ERROR)
+            self._owns_instance = True
+        self._task = self._ray.remote(_ray_task)
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        self.nodes = len(nodes)
+        self.cpus = int(self._ray.cluster_resources().get("CPU", 0))
+        largest = max((n["Resources"].get("memory", 0) for n in nodes), default=0) / 2**20
+        if largest and largest < self.limits.job_memory_mb:
+            raise TFLiteLabError(f"No Ray node offers the {self.limits.job_memory_mb:,.0f} MB a job may use "
+                                 f"(largest: {largest:,.0f} MB). Lower TFLITE_LAB_JOB_MEMORY_MB or add a larger node.")
+
+    def _start_local(self, num_cpus: int, level: int) -> None:
+        # A port that is bound but never listened on: connecting to it is refused at once.
+        self._closed_sock = socket.socket()
+        self._closed_sock.bind(("127.0.0.1", 0))
+        env = _loopback_env(self._closed_sock.getsockname()[1])
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)      # Ray's processes inherit it at start; restored for ours below
+        try:
+            import ray
+            from ray._private import ray_constants
+            ray_constants.ENABLE_RAY_CLUSTER = False     # the same switch, in case ray was imported before
+            self._ray = ray
+            memory = int(num_cpus * self.limits.job_memory_mb * 2**20)
+            ray.init(num_cpus=num_cpus, _memory=memory, object_store_memory=256 * 2**20,
+                     _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                     logging_level=level, namespace="tflite_lab")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.address = self._ray.get_runtime_context().gcs_address
+
+    @property
+    def size(self) -> int:
+        return max(1, self.cpus)
+
+    @property
+    def busy_pids(self) -> set[int]:
+        return set(self.busy)
+
+    def describe(self) -> str:
+        where = self.address + ("" if not self._owns_instance else " (local instance)")
+        return f"ray at {where}, {self.cpus} CPUs" + (f" on {self.nodes} nodes" if self.nodes > 1 else "")
+
+    def _runtime_env(self, upload: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if k.startswith("TFLITE_LAB_") and k != "TFLITE_LAB_EXECUTOR"}
+        env.update(TFLITE_LAB_CACHE=str(cache_dir()), TFLITE_LAB_UPLOAD=upload, CUDA_VISIBLE_DEVICES="-1",
+                   TFLITE_LAB_JOB_TIME_S=f"{self.limits.job_time_s:g}",
+                   TFLITE_LAB_JOB_MEMORY_MB=f"{self.limits.job_memory_mb:g}",
+                   TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"), PYTHONUNBUFFERED="1",
+                   PYTHONPATH=ROOT + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
+        return {"env_vars": env}
+
+    def run(self, job: str, progress=None, time_limit_s: float | None = None,
+            memory_limit_mb: float | None = None, label: str | None = None, **kwargs):
+        from .worker import _crash_message, _label
+        ray = self._ray
+        what = label or _label(job, kwargs)
+        time_limit = time_limit_s or self.limits.job_time_s
+        mem_limit = memory_limit_mb or self.limits.job_memory_mb
+        gen = self._task.options(num_cpus=1, memory=int(mem_limit * 2**20), max_retries=0,
+                                 runtime_env=self._runtime_env(_upload_of(kwargs))).remote(job, kwargs, mem_limit, what)
+        submitted, started, pid = time.monotonic(), None, None
+        if progress:
+            progress("start worker", 0.0)
+        try:
+            while True:
+                ready, _ = ray.wait([gen], timeout=0.25)
+                now = time.monotonic()
+                if ready:
+                    try:
+                        kind, payload = ray.get(next(gen))
+                    except StopIteration:
+                        raise WorkerError(_crash_message(what, "stopped", kwargs)) from None
+                    except ray.exceptions.RayError as e:
+                        raise WorkerError(_crash_message(what, _death_reason(e), kwargs), detail=str(e)) from None
+                    if kind == "started":
+                        started, pid = now, payload
+                        self.busy[pid] = what
+                    elif kind == "progress":
+                        if progress:
+                            progress(payload, now - started)
+                    elif kind == "ok":
+                        return payload
+                    else:
+                        if payload.pop("kill", False):
+                            ray.cancel(gen, force=True)
+                        raise TFLiteLabError.from_dict(payload)
+                    continue
+                if started is not None and now - started > time_limit:
+                    ray.cancel(gen, force=True)
+                    raise WorkerError(f"{what} ran longer than the limit of {time_limit:g} s and was stopped. "
+                                      "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
+                if started is None and now - submitted > STARTUP_LIMIT_S:
+                    ray.cancel(gen, force=True)
+                    raise WorkerError(f"{what} did not start on Ray within {STARTUP_LIMIT_S:g} s: no node had a free "
+                                      f"CPU and {mem_limit:,.0f} MB of memory.")
+        finally:
+            if pid is not None:
+                self.busy.pop(pid, None)
+
+    def close(self) -> None:
+        if getattr(self, "_ray", None) is not None and self._ray.is_initialized():
+            self._ray.shutdown()
+        if self._closed_sock is not None:
+            self._closed_sock.close()
+            self._closed_sock = None
+
+
+def _upload_of(kwargs: dict) -> str:
+    """The upload a job works on (its worker process serves no other): the model's sha256."""
+    for key in ("source", "prepared"):
+        v = kwargs.get(key)
+        if isinstance(v, dict):
+            src = v.get("source", v)
+            if isinstance(src, dict) and src.get("sha256"):
+                return src["sha256"]
+    return "none"
+
+
+def _death_reason(e: Exception) -> str:
+    """The local pool's wording where Ray tells enough (it does not pass the signal through)."""
+    text = str(e)
+    if "SIGKILL" in text or "killed" in text.lower():
+        return "was killed by SIGKILL (out of memory?)"
+    if "cancel" in text.lower():
+        return "was stopped"
+    return "exited unexpectedly"
+
+
+# ---- the task side (runs in a Ray worker process) ----
+
+def _rss_mb() -> float:
+    import psutil
+    me = psutil.Process()
+    total = 0
+    for p in [me] + me.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except Exception:
+            pass
+    return total / 2**20
+
+
+def _kill_children() -> None:
+    import psutil
+    for p in psutil.Process().children(recursive=True):
+        try:
+            p.kill()
+        except Exception:
+            pass
+
+
+def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
+    """A Ray generator task: ("started", pid), ("progress", step)..., then ("ok", result) or ("error", dict)."""
+    import queue
+    import shutil
+    import tempfile
+    import traceback
+    from .worker import _jobs
+    yield "started", os.getpid()
+    events: queue.Queue = queue.Queue()
+    workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
+    home = os.getcwd()
+
+    def work():
+        os.chdir(workspace)
+        tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder
+        try:
+            result = _jobs()[job](**kwargs, progress=lambda step: events.put(("progress", step)))
+            events.put(("ok", result))
+        except TFLiteLabError as e:
+            events.put(("error", e.to_dict()))
+        except Exception as e:
+            tb = traceback.format_exc()
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            events.put(("error", WorkerError(f"Internal error in '{job}': {type(e).__name__}: {first}",
+                                             detail=tb).to_dict()))
+
+    t = threading.Thread(target=work, name=f"tflite-lab-{job}", daemon=True)
+    t.start()
+    try:
+        while True:
+            try:
+                kind, payload = events.get(timeout=0.25)
+            except queue.Empty:
+                rss = _rss_mb()
+                if rss > mem_limit_mb:
+                    _kill_children()
+                    yield "error", {**WorkerError(
+                        f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit_mb:,.0f} MB, and was stopped. "
+                        "Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.").to_dict(), "kill": True}
+                    time.sleep(30)            # the driver force-cancels this task; never serve another job
+                    os._exit(1)
+                continue
+            yield kind, payload
+            if kind != "progress":
+                break
+    finally:
+        os.chdir(home)
+        tempfile.tempdir = None
+        shutil.rmtree(workspace, ignore_errors=True)

@@ -35,6 +35,14 @@ STARTUP_LIMIT_S = 180.0         # submitted but not running: no free CPU/memory 
 CONNECT_TIMEOUT_S = 5.0
 
 
+def LOCAL_SYSTEM_CONFIG(num_cpus: int) -> dict:  # noqa: N802
+    """Keep warm workers: Ray's defaults (soft limit = CPUs, idle workers killed after 1 s) end a
+    worker that has TensorFlow imported between two cells of the same model, and the next cell
+    pays ~5 s of import again; the default-env workers Ray prestarts are not ours to use."""
+    return {"num_workers_soft_limit": 3 * num_cpus, "idle_worker_killing_time_threshold_ms": 30_000,
+            "enable_worker_prestart": False}
+
+
 def _loopback_env(closed_port: int) -> dict[str, str]:
     """Environment for a local Ray instance that never leaves 127.0.0.1.
 
@@ -127,7 +135,7 @@ class RayExecutor(Executor):
             memory = int(num_cpus * self.limits.job_memory_mb * 2**20)
             ray.init(num_cpus=num_cpus, _memory=memory, object_store_memory=256 * 2**20,
                      _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-                     logging_level=level, namespace="tflite_lab")
+                     logging_level=level, namespace="tflite_lab", _system_config=LOCAL_SYSTEM_CONFIG(num_cpus))
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -187,10 +195,13 @@ class RayExecutor(Executor):
                         if progress:
                             progress(payload, now - started)
                     elif kind == "ok":
+                        _drain(ray, gen)
                         return payload
                     else:
                         if payload.pop("kill", False):
                             ray.cancel(gen, force=True)
+                        else:
+                            _drain(ray, gen)
                         raise TFLiteLabError.from_dict(payload)
                     continue
                 if started is not None and now - started > time_limit:
@@ -211,6 +222,17 @@ class RayExecutor(Executor):
         if self._closed_sock is not None:
             self._closed_sock.close()
             self._closed_sock = None
+
+
+def _drain(ray, gen, timeout_s: float = 10.0) -> None:
+    """Wait for the task to end after its last item, so the next job of this upload finds the warm
+    worker free instead of Ray starting another (and importing TensorFlow again)."""
+    ready, _ = ray.wait([gen], timeout=timeout_s)
+    if ready:
+        try:
+            next(gen)
+        except (StopIteration, ray.exceptions.RayError):
+            pass
 
 
 def _upload_of(kwargs: dict) -> str:
@@ -285,6 +307,7 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
 
     t = threading.Thread(target=work, name=f"tflite-lab-{job}", daemon=True)
     t.start()
+    final = None
     try:
         while True:
             try:
@@ -299,10 +322,12 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
                     time.sleep(30)            # the driver force-cancels this task; never serve another job
                     os._exit(1)
                 continue
-            yield kind, payload
             if kind != "progress":
+                final = kind, payload
                 break
+            yield kind, payload
     finally:
         os.chdir(home)
         tempfile.tempdir = None
         shutil.rmtree(workspace, ignore_errors=True)
+    yield final             # last, after the clean-up: the worker is free once the driver has it

@@ -28,6 +28,14 @@ def test_matrix_on_a_zipped_saved_model(app):
     assert app.button(key="run_matrix").disabled        # nothing left to redo
     assert len(app.get("plotly_chart")) == 1            # the Pareto chart
     assert any(s.startswith("Best: **") for s in texts(app.success))
+    # The matrix is one run in the history holding all 13 computed cells, its best cell the headline.
+    from tflite_lab.history import History
+    with History() as h:
+        run = h.get(app.session_state["lab_matrix_run"])
+    assert (run["kind"], run["origin"]) == ("matrix", "dashboard")
+    assert sorted(r["cell"] for r in run["reports"]) == sorted(ran)
+    best = next(s for s in texts(app.success) if s.startswith("Best: **")).split("**")[1]
+    assert run["cell"] == best and run["verdict"] == "pass"
 
     app.selectbox(key="matrix_open_pick").set_value("saved_model-float16").run()
     app.button(key="matrix_open").click().run()

@@ -61,7 +61,7 @@ def calibrated_debugger(prepared: dict, om, export_dir: str, samples: dict[str, 
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    # The debugger feeds inputs positionally: the signature's order of keys.
+    # The debugger feeds inputs positionally, in its debug model's input order (set below, before run()).
     keys = [t.get("key") or t["name"] for t in prepared["signature"]["inputs"]]
 
     def debug_gen():
@@ -72,6 +72,14 @@ def calibrated_debugger(prepared: dict, om, export_dir: str, samples: dict[str, 
         dbg = tf.lite.experimental.QuantizationDebugger(
             converter=conv, debug_dataset=debug_gen,
             debug_options=tf.lite.experimental.QuantizationDebugOptions(fully_quantize=int8_io))
+    if len(keys) > 1:
+        from .inspect import inspect_tflite
+        from .runtime import undecorated
+        order = [undecorated(t["name"]) for t in inspect_tflite(dbg.quant_model).inputs]
+        if sorted(order) == sorted(keys):
+            keys[:] = order
+        else:
+            raise ConversionError(f"Cannot match the debugger's inputs {order} to the model's {keys}.")
     _STATE.clear()
     _STATE[key] = dbg
     return dbg

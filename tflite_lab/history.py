@@ -28,7 +28,7 @@ from pathlib import Path
 from .config import cache_dir, home_dir
 from .errors import HistoryError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "history.sqlite"
 ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"    # URL-safe, no look-alikes, never starts with '-'
 ID_LENGTH = 8
@@ -69,6 +69,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX runs_model ON runs(model_name, created_at)",
         "CREATE INDEX runs_verdict ON runs(verdict, created_at)",
         "CREATE INDEX runs_recipe ON runs(recipe, created_at)",
+    ),
+    # The JSON blob out of the row the History page scans: columns stored after it (reviewer) were
+    # read through its overflow pages, so a note search over 10,000 runs read the whole file.
+    3: (
+        "CREATE TABLE run_data (run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, data TEXT NOT NULL)",
+        "INSERT INTO run_data (run_id, data) SELECT id, data FROM runs",
+        "ALTER TABLE runs DROP COLUMN data",
     ),
 }
 
@@ -168,7 +175,7 @@ class History:
             raise self._refuse(f"schema version {v} is newer than this tflite_lab's {SCHEMA_VERSION}")
         if v == 0 and tables:
             raise self._refuse(f"it holds other tables ({', '.join(sorted(tables))}), not a run history")
-        if v > 0 and not {"runs", "run_reports", "artifacts"} <= tables:
+        if v > 0 and not {"runs", "run_reports", "artifacts"} | ({"run_data"} if v >= 3 else set()) <= tables:
             raise self._refuse(f"schema version {v} but tables are missing ({', '.join(sorted(tables)) or 'none'})")
 
     def _migrate(self, target: int) -> None:
@@ -216,13 +223,14 @@ class History:
                 self.db.execute(
                     "INSERT INTO runs (id, created_at, kind, origin, model_name, model_sha256, route, recipe, verdict,"
                     " samples_desc, samples_sha256, original_bytes, tflite_bytes, latency_ms, max_abs_sort, summary,"
-                    " note, reviewer, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " note, reviewer) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (run_id, run.get("created_at") or time.time(), run["kind"], run.get("origin", "cli"),
                      run["model"]["filename"], run["model"]["sha256"], run.get("route"), run.get("recipe"),
                      run["verdict"], run["samples"].get("description"), run["samples"].get("sha256"),
                      run.get("original_bytes"), run.get("tflite_bytes"), _real(summary.get("latency_ms")),
                      _sort_key(summary.get("max_abs_error")), _dumps(summary), run.get("note", ""),
-                     run.get("reviewer", ""), _dumps(data)))
+                     run.get("reviewer", "")))
+                self.db.execute("INSERT INTO run_data (run_id, data) VALUES (?, ?)", (run_id, _dumps(data)))
             except sqlite3.IntegrityError:
                 self.db.execute("ROLLBACK")
                 continue            # the 1 in 10^12 id collision: draw again
@@ -278,6 +286,7 @@ class History:
                 "(SELECT 1 FROM artifacts b WHERE b.path = a.path AND b.run_id != ?)", (run_id, run_id))]
             self.db.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
             self.db.execute("DELETE FROM run_reports WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM run_data WHERE run_id = ?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             self.db.execute("COMMIT")
         except BaseException:
@@ -306,9 +315,10 @@ class History:
         where, args = flt.where()
         column = SORTS.get(sort, "created_at")
         order = "DESC" if descending else "ASC"
+        # Missing values last whatever the direction; time is never missing, so its index serves the sort.
+        nulls = "" if column == "created_at" else f"{column} IS NULL, "
         rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM runs{where} "
-                       f"ORDER BY {column} IS NULL, {column} {order}, created_at DESC, id LIMIT ? OFFSET ?",
-                       (*args, int(limit), int(offset)))
+                       f"ORDER BY {nulls}{column} {order}, id LIMIT ? OFFSET ?", (*args, int(limit), int(offset)))
         return [_summary_row(r) for r in rows]
 
     def runs_by_id(self, ids: list[str]) -> list[dict | None]:
@@ -322,7 +332,8 @@ class History:
 
     def get(self, run_id: str, *, reports: bool = True) -> dict | None:
         """The whole run: its columns, data, reports (judged cell reports) and artifacts."""
-        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)}, data FROM runs WHERE id = ?", (run_id,))
+        rows = self._q(f"SELECT {', '.join('r.' + c for c in _SUMMARY_COLUMNS)}, d.data FROM runs r "
+                       "JOIN run_data d ON d.run_id = r.id WHERE r.id = ?", (run_id,))
         if not rows:
             return None
         run = {**json.loads(rows[0]["data"]), **_summary_row(rows[0])}

@@ -209,6 +209,9 @@ def test_migration_from_v1_keeps_every_row(home, two_runs, tmp_path):
     with History(path) as h:
         assert h.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert h.count() == 30
+        # v3 moved the JSON blob to its own table: out of the rows the History page scans.
+        assert "data" not in {r[1] for r in h.db.execute("PRAGMA table_info(runs)")}
+        assert h.db.execute("SELECT COUNT(*) FROM run_data").fetchone()[0] == 30
         for i in range(30):
             got = h.get(f"v1run{i:03d}")
             assert got["note"] == f"note {i}" and got["reviewer"] == "" and got["latency_ms"] == 1.0 + i

@@ -34,3 +34,23 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     if r.returncode not in (0, 1):
         raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
     return dt
+
+
+def run_checked(cmd: list[str], env: dict | None = None, ok_codes=(0,)) -> tuple[float, str]:
+    """Wall time of ``cmd`` (a whole process, TensorFlow import included) and its stdout.
+
+    Any other exit code stops the benchmark: a time is only worth comparing if the work succeeded.
+    """
+    e = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=ROOT)
+    dt = time.perf_counter() - t0
+    if r.returncode not in ok_codes:
+        raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-1000:]}\n{r.stderr[-2000:]}")
+    return dt, r.stdout
+
+
+def machine_line() -> str:
+    """The conditions a number was taken under: CPUs and the load average while it ran."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs, load average {load} (1/5/15 min)"

@@ -17,53 +17,11 @@ import numpy as np
 from .config import Limits
 from .errors import SignatureError, SourceError
 from .signature import keras_signature, saved_model_signature
-from .sources import check_keras_config, read_keras_config
+from .sources import check_keras_file
 from .types import ModelSource, Signature, SourceFormat
 
-# Ops that touch the file system, the network or the Python process when a graph runs.
-# SaveV2/RestoreV2/MergeV2Checkpoints/ShardedFilename appear in every clean export (checkpoint
-# helpers), so they are not listed; see the README's security model for what that leaves open.
-UNSAFE_OPS = {
-    "ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "MatchingFilesDataset",
-    "PyFunc", "PyFuncStateless", "EagerPyFunc",
-    "TextLineDataset", "TextLineDatasetV2", "TFRecordDataset", "TFRecordDatasetV2",
-    "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2",
-    "ExperimentalCSVDataset", "SqlDataset", "ExperimentalSqlDataset", "LMDBDataset",
-    "ExperimentalLMDBDataset", "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset",
-    "SnapshotDatasetV2", "WholeFileReader", "WholeFileReaderV2", "TextLineReader",
-    "TextLineReaderV2", "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader",
-    "FixedLengthRecordReaderV2", "LMDBReader", "IdentityReader", "IdentityReaderV2",
-    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "ImmutableConst",
-    "LoadAndRemapMatrix", "Save", "SaveSlices", "Restore", "RestoreSlice",
-    "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
-    "Rpc", "TryRpc", "RpcCall", "RpcClient", "RpcServer", "RpcServerStart", "RpcServerRegister",
-}
 RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
                     "Bidirectional", "LSTMCell", "GRUCell"}
-
-
-def scan_saved_model(path: str | Path) -> list[str]:
-    """Op names in a SavedModel (graph and function library) that could touch files or processes."""
-    from tensorflow.core.protobuf import saved_model_pb2
-    sm = saved_model_pb2.SavedModel()
-    try:
-        sm.ParseFromString(Path(path, "saved_model.pb").read_bytes())
-    except Exception as e:
-        raise SourceError(f"saved_model.pb is corrupt or truncated ({type(e).__name__}).") from None
-    found = set()
-    for mg in sm.meta_graphs:
-        for node in mg.graph_def.node:
-            if node.op in UNSAFE_OPS:
-                found.add(node.op)
-            if node.op == "PrintV2" and node.attr["output_stream"].s.decode().startswith("file:"):
-                found.add("PrintV2(file)")
-        for fn in mg.graph_def.library.function:
-            for node in fn.node_def:
-                if node.op in UNSAFE_OPS:
-                    found.add(node.op)
-                if node.op == "PrintV2" and node.attr["output_stream"].s.decode().startswith("file:"):
-                    found.add("PrintV2(file)")
-    return sorted(found)
 
 
 def _first_line(e: BaseException) -> str:
@@ -163,11 +121,11 @@ def open_model(source: ModelSource, limits: Limits | None = None) -> OriginalMod
     """Load a Keras file or SavedModel without running code from it.
 
     Raises:
-        SourceError: corrupt file, code-carrying layers, file/process ops in a SavedModel.
+        SourceError: corrupt file, code-carrying layers, ops outside the allowlist in a SavedModel.
     """
     limits = limits or Limits.from_env()
     if source.format.is_keras:
-        check_keras_config(read_keras_config(source), source.filename)
+        check_keras_file(source)   # HDF5 links, code layers, paths: all before Keras opens it
         import keras
         try:
             model = keras.models.load_model(source.path, safe_mode=True, compile=False)
@@ -176,10 +134,8 @@ def open_model(source: ModelSource, limits: Limits | None = None) -> OriginalMod
         sig = keras_signature(model)
         om = OriginalModel(source, sig, keras_model=model)
     elif source.format is SourceFormat.SAVED_MODEL:
-        bad = scan_saved_model(source.path)
-        if bad:
-            raise SourceError(f"{source.filename} is refused: its graph contains ops that touch files, the network "
-                              f"or processes ({', '.join(bad)}).")
+        from .graph_policy import check_saved_model
+        check_saved_model(source.path, source.filename)   # refuses before TensorFlow loads anything
         import tensorflow as tf
         try:
             loaded = tf.saved_model.load(source.path)

@@ -100,6 +100,20 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
         sig = TFLiteModel(data, name=src.filename, inspection=insp).signature
         return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
                 "inspection": {**insp.to_json(), "analysis": analyzer_report(data)}}
+    if src.format is SourceFormat.SAVED_MODEL:
+        # Read from the protobuf: describing never loads or runs the graph.
+        from .errors import SignatureError
+        from .graph_policy import check_saved_model
+        from .models import check_input_bounds
+        from .signature import signature_def_signature
+        report = check_saved_model(src.path, src.filename)
+        if "serving_default" not in report.signatures:
+            raise SignatureError(f"{src.filename} has no 'serving_default' signature; export it with "
+                                 "model.export() or tf.saved_model.save(..., signatures=...).")
+        sig = signature_def_signature(report.signatures["serving_default"])
+        check_input_bounds(sig, limits)
+        return {"source": source, "signature": sig.to_dict(),
+                "info": {"params": report.params, "layers": [], "recurrent": False}, "inspection": None}
     om = _open(src, limits)
     return {"source": source, "signature": om.signature.to_dict(), "info": om.info(), "inspection": None}
 

@@ -36,6 +36,19 @@ def saved_model_signature(fn) -> Signature:
     return Signature(inputs, outputs)
 
 
+def signature_def_signature(sig: dict) -> Signature:
+    """From a parsed SignatureDef (graph_policy.GraphReport.signatures[key]): nothing is loaded or run."""
+    from tensorflow.python.framework import dtypes
+    def infos(part):
+        return tuple(TensorInfo(k, tuple(None if d == -1 else int(d) for d in shape) if shape is not None else (),
+                                _dtype_name(dtypes.as_dtype(dt)), key=k) for k, (dt, shape) in sig[part].items())
+    inputs, outputs = infos("inputs"), infos("outputs")
+    if not inputs:
+        raise SignatureError("The SavedModel's serving signature takes no named inputs; "
+                             "export it with model.export() or tf.saved_model.save(..., signatures=...).")
+    return Signature(inputs, outputs)
+
+
 def _strip(name: str) -> str:
     name = name[:-2] if name.endswith(":0") else name   # keep ":1" etc.: they tell outputs apart
     return name[len("serving_default_"):] if name.startswith("serving_default_") else name

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -28,6 +29,13 @@ EXPECTED = "expected a .keras, .h5, zipped SavedModel or .tflite model"
 
 # Layer classes whose saved config can carry Python code or arbitrary callables.
 CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+# Layers that load another model from disk when deserialized.
+FILE_LAYERS = {"TFSMLayer"}
+# Lookup/vectorization layers: a string in these fields is a file Keras would read.
+VOCABULARY_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization"}
+VOCABULARY_FIELDS = ("vocabulary", "idf_weights")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^file:", re.ASCII)
+_WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 
 
 def describe_bytes(head: bytes) -> str:
@@ -270,6 +278,115 @@ def read_keras_config(source: ModelSource) -> dict:
     except Exception as e:  # h5py/zip/json raise many types on corrupt files
         raise SourceError(f"{source.filename} is a truncated or corrupt {source.format.value} file "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}).") from None
+
+
+def _path_kind(text: str) -> str | None:
+    """'a URL', 'an absolute path' or "a '..' path" when a config string points off the archive."""
+    t = text.strip()
+    if _URL.match(t):
+        return "a URL"
+    if t.startswith(("/", "~")) or _WINDOWS_ABS.match(t):
+        return "an absolute path"
+    if ".." in re.split(r"[\\/]", t):
+        return "a '..' path"
+    return None
+
+
+def check_keras_paths(config: dict, filename: str) -> None:
+    """Refuse layers that would read host files or the network when Keras deserializes the config.
+
+    By the stored config alone (nothing is built): TFSMLayer (loads a SavedModel from disk), a
+    lookup/vectorization layer whose vocabulary or idf weights are a path, and any config string
+    that is an absolute path, a '..' path or a URL. Independent of what the installed Keras refuses.
+    """
+    def walk(node, layer: str, where: str):
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            cfg = node.get("config")
+            if isinstance(cls, str) and isinstance(cfg, dict):
+                layer = f"{cls} '{cfg.get('name', cls)}'"
+                if cls in FILE_LAYERS:
+                    raise SourceError(f"{filename} is refused: layer {layer} loads a model from "
+                                      f"'{cfg.get('filepath', '?')}' (field 'filepath'): reads files. "
+                                      "Uploads must carry their whole model.")
+                if cls in VOCABULARY_LAYERS:
+                    for key in VOCABULARY_FIELDS:
+                        if isinstance(cfg.get(key), str):
+                            raise SourceError(f"{filename} is refused: layer {layer} takes its {key} from the "
+                                              f"path '{cfg[key]}' (field '{key}'): reads files. Save the layer "
+                                              "with its vocabulary inside the model.")
+            for k, v in node.items():
+                walk(v, layer, k if isinstance(k, str) else where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, layer, where)
+        elif isinstance(node, str):
+            kind = _path_kind(node)
+            if kind:
+                risk = "network" if kind == "a URL" and not node.strip().startswith("file:") else "reads files"
+                raise SourceError(f"{filename} is refused: layer {layer} has {kind} in field '{where}' "
+                                  f"('{node[:80]}'): {risk}. Configs may not point outside the model file.")
+
+    walk(config, "(model)", "config")
+
+
+def check_hdf5_links(h5file, filename: str, member: str = "") -> None:
+    """Refuse HDF5 external links, external storage and virtual datasets, without following any.
+
+    ``h5file`` is an open ``h5py.File``; each of these makes HDF5 read another host file when
+    Keras reads the weights.
+    """
+    import h5py
+    where = f" ({member})" if member else ""
+    found: list[str] = []
+
+    def visit(name: str):
+        link = h5file.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"'{name}' is an external link to '{link.filename}:{link.path}'")
+            return
+        if isinstance(link, h5py.SoftLink):
+            return
+        obj = h5file.get(name)
+        if isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                sources = sorted({m.file_name for m in obj.virtual_sources()})
+                found.append(f"dataset '{name}' is virtual (reads {', '.join(sources[:2])})")
+            elif obj.external:
+                found.append(f"dataset '{name}' is stored in external file '{obj.external[0][0]}'")
+
+    try:
+        h5file.visit_links(visit)
+    except SourceError:
+        raise
+    except Exception as e:  # h5py raises many types on corrupt files
+        raise SourceError(f"{filename}{where} is a corrupt HDF5 file ({type(e).__name__}).") from None
+    if found:
+        raise SourceError(f"{filename}{where} is refused: {'; '.join(found[:2])}: reads files. "
+                          "HDF5 files must hold their own data.")
+
+
+def check_keras_file(source: ModelSource) -> None:
+    """Every check on a .keras/.h5 before Keras opens it: HDF5 links, code layers, paths in the config."""
+    import h5py
+    try:
+        if source.format is SourceFormat.KERAS:
+            with zipfile.ZipFile(source.path) as zf:
+                for name in zf.namelist():
+                    if name.endswith(".h5"):
+                        with h5py.File(io.BytesIO(zf.read(name)), "r") as f:
+                            check_hdf5_links(f, source.filename, name)
+        else:
+            with h5py.File(source.path, "r") as f:
+                check_hdf5_links(f, source.filename)
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(f"{source.filename} is a truncated or corrupt {source.format.value} file "
+                          f"({type(e).__name__}).") from None
+    config = read_keras_config(source)
+    check_keras_config(config, source.filename)
+    check_keras_paths(config, source.filename)
 
 
 def check_keras_config(config: dict, filename: str) -> None:

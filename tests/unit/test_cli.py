@@ -21,14 +21,16 @@ def one_line_error(r):
 
 @pytest.fixture(scope="module")
 def unconvertible(tmp_path_factory):
-    """A SavedModel using tf.linalg.svd, which has no TFLite builtin kernel."""
-    d = tmp_path_factory.mktemp("svd") / "sm"
+    """A float64 MatMul: allowed by the graph policy (which judges op names; MatMul lowers in
+    float32), runs in TensorFlow, but TFLite has no float64 MatMul kernel, so conversion fails.
+    (An op with no builtin at all, such as Svd, is now refused up front with exit 2.)"""
+    d = tmp_path_factory.mktemp("f64") / "sm"
     code = f"""
 import tensorflow as tf
 class M(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None, 4, 4], tf.float32, name="x")])
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float64, name="x")])
     def serve(self, x):
-        return {{"s": tf.linalg.svd(x, compute_uv=False)}}
+        return {{"y": tf.matmul(x, tf.ones([4, 2], tf.float64))}}
 m = M()
 tf.saved_model.save(m, r"{d}", signatures={{"serving_default": m.serve}})
 """
@@ -99,7 +101,7 @@ def test_exit_3_conversion_failed(unconvertible, tmp_path):
     assert r.returncode == 3, r.stderr
     line = one_line_error(r)
     assert "saved_model-none failed" in line and "no TFLite builtin" in line
-    assert "Svd" in (out / "converter.log").read_text()
+    assert "'MatMul'" in line and "MatMul" in (out / "converter.log").read_text()
 
 
 @pytest.mark.slow

@@ -245,9 +245,9 @@ CLI_CASES = {
     "lambda-h5": ("lambda.h5", [], {}, ["lambda.h5 contains Lambda 'payload'", "Python code"]),
     "lambda-legacy-h5": ("legacy_lambda.h5", [], {}, ["legacy_lambda.h5 contains Lambda 'payload'"]),
     "custom-object": ("custom.keras", [], {}, ["custom.keras uses custom objects", "tlab_payload"]),
-    "savedmodel-readfile": ("reader_sm.zip", [], {}, ["reader_sm.zip is refused", "touch files", "(ReadFile)"]),
-    "savedmodel-writefile": ("writer_sm.zip", [], {}, ["writer_sm.zip is refused", "(WriteFile)"]),
-    "savedmodel-writefile-folder": ("writer_sm", [], {}, ["writer_sm is refused", "(WriteFile)"]),
+    "savedmodel-readfile": ("reader_sm.zip", [], {}, ["reader_sm.zip is refused before anything runs", "ReadFile (", "reads files"]),
+    "savedmodel-writefile": ("writer_sm.zip", [], {}, ["writer_sm.zip is refused", "WriteFile (", "writes files"]),
+    "savedmodel-writefile-folder": ("writer_sm", [], {}, ["writer_sm is refused", "WriteFile (", "writes files"]),
     "giant-input": ("giant.keras", [], {}, ["Input 'huge' declares (?, 60000, 60000) float32",
                                            "13,733 MB per sample", "limit of 256 MB", "before allocating"]),
     "samples-pickled-npy": ("{tiny}/single.keras", ["--samples", "{c}/pickled.npy"], {},
@@ -277,7 +277,7 @@ def test_cli_refuses_hostile_input(corpus, tmp_path, case):
 @pytest.mark.parametrize("name, fragments", [
     ("random.h5", ["random.h5 is", NOT_A_MODEL]),                      # refused before any worker
     ("lambda.keras", ["lambda.keras contains Lambda 'payload'"]),      # refused inside the worker
-    ("writer_sm.zip", ["writer_sm.zip is refused", "(WriteFile)"]),
+    ("writer_sm.zip", ["writer_sm.zip is refused", "WriteFile (", "writes files"]),
     ("half.tflite", ["truncated or corrupt .tflite flatbuffer"]),
     ("slip.zip", ["points outside the archive folder"]),
 ])

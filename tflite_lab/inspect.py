@@ -9,11 +9,6 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import SourceError
 
-# Select-TF ops that would touch files or processes if a Flex delegate ever ran them.
-UNSAFE_FLEX = {"FlexReadFile", "FlexWriteFile", "FlexMatchingFiles", "FlexDeleteFile", "FlexPyFunc",
-               "FlexEagerPyFunc", "FlexPyFuncStateless", "FlexSaveV2", "FlexRestoreV2", "FlexSave",
-               "FlexRestore", "FlexTextLineDataset", "FlexTFRecordDataset", "FlexPrintV2"}
-
 _TYPE_NAMES = None
 
 
@@ -82,9 +77,20 @@ def op_names(tflite: bytes, name: str = "The .tflite") -> list[str]:
 
 
 def refuse_unsafe(insp: "Inspection", name: str = "The .tflite") -> None:
-    bad = sorted(set(insp.operators) & UNSAFE_FLEX)
-    if bad:
-        raise SourceError(f"{name} contains ops that touch files or processes ({', '.join(bad)}); refused.")
+    """Only builtin ops run: refuse Flex (Select-TF) and custom ops, naming each with its risk.
+
+    LiteRT here has no Flex delegate and no custom kernels; a Flex op's TensorFlow kernel (e.g.
+    FlexReadFile) would touch the host wherever a delegate exists, so the refusal says what it does.
+    """
+    from .graph_policy import NO_BUILTIN
+    from .op_allowlist import RISKS
+    if not (insp.flex_ops or insp.custom_ops):
+        return
+    parts = [f"{op} (Flex op: {RISKS.get(op.removeprefix('Flex'), NO_BUILTIN)})" for op in insp.flex_ops]
+    parts += [f"{op} (custom op: {RISKS.get(op, 'no TFLite builtin kernel and no custom kernel registered here')})"
+              for op in insp.custom_ops]
+    raise SourceError(f"{name} is refused: only builtin ops run here, and it uses {'; '.join(parts[:4])}"
+                      f"{' ...' if len(parts) > 4 else ''}.")
 
 
 _ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,

@@ -49,9 +49,15 @@ KERAS_CASES = {
     "h5_external_storage.h5": ["is stored in external file", "secret.txt", "reads files"],
     "k_weights_link.keras": ["(model.weights.h5) is refused", "external link", "reads files"],
 }
-CLI_SUBSET = ["sm_table_file.zip", "sm_restore_foreign.zip", "sm_while_readfile.zip", "sm_if_writefile.zip",
+# .tflite files: only builtin ops run.
+TFLITE_CASES = {
+    "t_flex_readfile.tflite": ["t_flex_readfile.tflite is refused: only builtin ops run here",
+                               "FlexReadFile (Flex op: reads files)"],
+    "t_custom_readfile.tflite": ["ReadFile (custom op: reads files)"],
+}
+CLI_SUBSET = ["t_flex_readfile.tflite", "sm_table_file.zip", "sm_restore_foreign.zip", "sm_while_readfile.zip", "sm_if_writefile.zip",
               "sm_summary_writer.zip", "k_tfsm.keras", "k_stringlookup_path.keras", "h5_external_link.h5"]
-FRAGMENTS = {**{f"{k}.zip": v for k, v in CASES.items()}, **KERAS_CASES}
+FRAGMENTS = {**{f"{k}.zip": v for k, v in CASES.items()}, **KERAS_CASES, **TFLITE_CASES}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +99,9 @@ def test_the_corpus_is_armed(corpus):
     assert n == len(corpus["secret"])
     for name in ("sm_table_file", "sm_restore_foreign", "sm_immutable_const", "sm_dataset_reader"):
         assert r[name]["read_secret"], (name, r[name])
+    # FlexReadFile runs the reader graph k_tfsm proved armed; this TensorFlow build's interpreter has no
+    # Flex delegate, so it cannot be run here (the refusal is what keeps a Flex-enabled host safe).
+    assert not r["t_flex_readfile"]["ran"] and "not supported by this interpreter" in r["t_flex_readfile"]["error"]
     for name in ("sm_print_file", "sm_summary_writer", "sm_if_writefile"):
         assert r[name]["wrote_marker"], (name, r[name])
     # The others fold the secret's length into their output (x = ones(2, 3)).
@@ -155,15 +164,15 @@ def test_allowed_savedmodels_are_described_from_the_protobuf(pool, tiny_models):
         assert d["info"]["params"] > 0
 
 
-@pytest.mark.parametrize("name", list(KERAS_CASES))
-def test_keras_and_hdf5_refused_before_keras_opens_them(corpus, pool, tmp_path, name):
+@pytest.mark.parametrize("name", list(KERAS_CASES) + list(TFLITE_CASES))
+def test_keras_hdf5_and_tflite_refused_before_they_open(corpus, pool, tmp_path, name):
     store = tmp_path / "store"
     src = source_json(source_from_path(corpus["models"] / name, store=store))
     with pytest.raises(SourceError) as ei:
         pool.run("describe", source=src)
     msg = ei.value.user_message
     assert ei.value.exit_code == 2 and "\n" not in msg
-    for frag in KERAS_CASES[name]:
+    for frag in FRAGMENTS[name]:
         assert frag in msg, (frag, msg)
     assert_no_leak(corpus, msg, ei.value.detail, store)
 

@@ -88,14 +88,22 @@ def check_graph(sm) -> GraphReport:
         nodes = {n.name: n for n in mg.graph_def.node}
         saver_roots = {t.split(":")[0].lstrip("^") for t in (mg.saver_def.save_tensor_name,
                                                             mg.saver_def.restore_op_name) if t}
-        # Graph nodes feeding the saver: walk inputs backwards from its two tensors.
-        saver_nodes, todo = set(), deque(saver_roots & nodes.keys())
-        while todo:
-            n = todo.popleft()
-            if n in saver_nodes:
-                continue
-            saver_nodes.add(n)
-            todo.extend(i.split(":")[0].lstrip("^") for i in nodes[n].input if i.split(":")[0].lstrip("^") in nodes)
+        def feeding(roots) -> set[str]:
+            """Graph nodes that ``roots`` depend on (data and control inputs), roots included."""
+            seen, todo = set(), deque(r for r in roots if r in nodes)
+            while todo:
+                n = todo.popleft()
+                if n in seen:
+                    continue
+                seen.add(n)
+                todo.extend(i.split(":")[0].lstrip("^") for i in nodes[n].input if i.split(":")[0].lstrip("^") in nodes)
+            return seen
+
+        # The saver's own nodes, minus anything a signature (TF1-style serving by tensor names) uses:
+        # pointing saver_def at the serving path must not make its checkpoint ops allowed.
+        served_tensors = {t.name.split(":")[0].lstrip("^") for sig in mg.signature_def.values()
+                          for t in list(sig.inputs.values()) + list(sig.outputs.values())}
+        saver_nodes = feeding(saver_roots) - feeding(served_tensors)
 
         def closure(start_nodes, start_funcs, where):
             """Functions reachable from graph nodes and functions, with the path to each."""

@@ -232,3 +232,26 @@ def test_pages_run_on_ray_and_say_so(ray_executor, monkeypatch):
     assert {m.label: m.value for m in at.metric}["Verdict"] == "PASS", [e.value for e in at.error]
     report = at.session_state["lab_reports"]["saved_model-dynamic"]
     assert report["tflite_bytes"] > 0 and report["cached"] is False
+
+
+@pytest.mark.slow
+def test_a_worker_process_never_serves_two_uploads(ray_executor, fresh_digits):
+    """One upload's jobs share a warm worker; another upload's job runs in a different process."""
+    def pid_of(prepared, route, opt):
+        pids = set()
+        what = f"Converting {route}-{opt}"
+        ray_executor.run("cell", prepared=prepared, route=route, optimization=opt, bench=NO_BENCH,
+                         progress=lambda _s, _t: pids.update(p for p, w in ray_executor.busy.items() if w == what))
+        assert len(pids) == 1
+        return pids.pop()
+
+    other = orchestrate.prepare(ray_executor, source_json(source_from_path(SAMPLES / "breast_cancer_mlp.h5")),
+                                SampleSpec(count=16, seed=1212), NO_BENCH)
+    a1 = pid_of(fresh_digits, "concrete_function", "none")
+    b = pid_of(other, "saved_model", "none")
+    a2 = pid_of(fresh_digits, "keras", "none")
+    assert b != a1 and b != a2
+    # Each worker is bound to one upload: Ray reuses it only for tasks with that runtime env.
+    upload = {pid: psutil.Process(pid).environ().get("TFLITE_LAB_UPLOAD") for pid in (a1, a2, b) if psutil.pid_exists(pid)}
+    assert upload.get(b) == other["source"]["sha256"]
+    assert {upload[p] for p in (a1, a2) if p in upload} == {fresh_digits["source"]["sha256"]}

@@ -4,6 +4,10 @@ Scan = what runs before TensorFlow touches an upload: for the .keras, the HDF5 l
 weights and the config checks; for the same model as a SavedModel (its model.export() folder, as a
 user would upload it), the protobuf parse and the allowlist walk. Convert = the whole default
 `python -m tflite_lab convert` (latency included, empty cache). Target: scan <= 5 % of convert.
+
+Measured 2026-12-01 on 2 cores shared with four other jobs (load average 11, so every figure is
+inflated): keras checks 519 ms (0.46 %), SavedModel policy 179 ms (0.16 %), default convert 113 s;
+(convert + scan) / convert = 1.005x. Not yet re-measured on a quiet machine.
 """
 from __future__ import annotations
 

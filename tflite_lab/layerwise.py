@@ -130,6 +130,8 @@ def accumulated_statistics(float_tflite: bytes, quant_tflite: bytes, samples: di
 
     ``snr`` is ai-edge-quantizer's: mean over samples of mean(ref²) / (mse + 1e-9), a power ratio;
     ``snr_db`` = 10 log10(snr). Its metrics drop NaN/inf values, so NaN is judged on the outputs.
+    A tensor equal to the float one (mse 0) is exact: ``snr_db`` inf. Its own SNR would be
+    mean(ref²) / 1e-9, a number set by the signal's power (an all-False mask gave -inf dB), not by error.
     """
     import os
     from ai_edge_quantizer import quantizer
@@ -144,8 +146,9 @@ def accumulated_statistics(float_tflite: bytes, quant_tflite: bytes, samples: di
                           num_threads=os.cpu_count() or 1)
     out = {}
     for name, m in res.get_all_tensor_results().items():
-        snr = float(m["snr"])
-        out[name] = {"mse": float(m["mse"]), "snr": snr, "snr_db": 10 * math.log10(snr) if snr > 0 else -math.inf,
+        snr, mse = float(m["snr"]), float(m["mse"])
+        snr_db = math.inf if mse == 0 else 10 * math.log10(snr) if snr > 0 else -math.inf
+        out[name] = {"mse": mse, "snr": snr, "snr_db": snr_db,
                      "cosine": float(m["cosine_similarity"])}
     return out
 
@@ -193,7 +196,9 @@ def layer_table(float_graph: list[dict], quant_graph: list[dict], isolated: dict
         for row in rows:        # the error this op adds: its SNR against the worst of its inputs'
             ins = [accumulated[i]["snr_db"] for i in row["inputs"] if i in accumulated]
             ok = bool(ins) and row["snr_db"] is not None
-            row["snr_drop_db"] = (min(ins) - row["snr_db"]) if ok else None
+            lo = min(ins) if ok else None
+            # inf - inf: an exact op after exact inputs drops nothing
+            row["snr_drop_db"] = (0.0 if lo == row["snr_db"] else lo - row["snr_db"]) if ok else None
             # Noise power this op adds, relative to the signal: 85 -> 42 dB adds 6e-5, 42 -> 0 dB adds ~1.
             row["noise_added"] = (10 ** (-row["snr_db"] / 10) - 10 ** (-min(ins) / 10)) if ok else None
     return rows

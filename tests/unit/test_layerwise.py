@@ -104,3 +104,16 @@ def test_a_recipe_the_tf_debugger_cannot_take_falls_back_to_the_accumulated_view
     assert any("QuantizationDebugger analyses only full-integer int8" in n for n in d["notes"])
     assert "sensitive" in d["layers"][0]["tensor"] and d["layers"][0]["dtype"] == "int16"
     assert [s["k"] for s in d["sweep"]] == [0]           # keeping layers float with TF needs int8
+
+
+def test_a_tensor_equal_to_the_float_one_is_exact_whatever_its_power(debugged):
+    # ai-edge-quantizer's SNR of an exact tensor is mean(ref²)/1e-9 (its epsilon): a number set by the
+    # signal's power (an all-False mask gave -inf dB and ranked first). Exact means inf and no noise.
+    from tflite_lab.inspect import op_graph
+    from tflite_lab.layerwise import accumulated_statistics, layer_table
+    _, out = debugged
+    f = (out / "float.tflite").read_bytes()
+    acc = accumulated_statistics(f, f, {"x": np.load(out / "samples.npz")["x"]}, {"x": "x"})
+    assert acc and all(a["mse"] == 0 and a["snr_db"] == float("inf") for a in acc.values())
+    rows = layer_table(op_graph(f), op_graph(f), None, acc)
+    assert all(r["noise_added"] == 0 and r["snr_drop_db"] == 0 for r in rows if r["noise_added"] is not None)

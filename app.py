@@ -35,14 +35,17 @@ navigation = st.navigation([
 if st.session_state.get("_permalink_error"):
     st.error(st.session_state.pop("_permalink_error"), icon=":material/link_off:")
 
+from tflite_lab.runtime import cpu_count  # noqa: E402
+
 with st.sidebar:
     st.session_state["_sidebar_summary"] = st.empty()   # pages refresh it when they change the model or results
     common.sidebar_summary()
     st.markdown("#### Settings")
     st.toggle("Measure latency", value=True, key="set_bench", on_change=common.reset_results,
               help="Time batch-1 runs of the original and each .tflite (adds about a second per model).")
-    st.selectbox("LiteRT threads", [None, 1, 2, 4], key="set_threads", on_change=common.reset_results,
-                 format_func=lambda t: "default" if t is None else str(t))
+    st.selectbox("Threads (both sides)", [None, 1, 2, 4], key="set_threads", on_change=common.reset_results,
+                 format_func=lambda t: f"every core ({cpu_count()})" if t is None else str(t),
+                 help="TensorFlow (intra/inter-op) and LiteRT both time with this many threads.")
     st.number_input("Timed runs", min_value=5, max_value=500, value=30, step=5, key="set_runs",
                     on_change=common.reset_results, help="Batch-1 runs after 3 warm-up runs (at most ~3 s per model).")
 

@@ -45,5 +45,11 @@ if timed:
     a, b = st.columns([3, 2])
     a.plotly_chart(charts.latency_box_figure(boxes), key="latency_chart")
     b.plotly_chart(charts.throughput_figure(throughput), key="throughput_chart")
-    st.caption("Latency: one sample per call after warm-up runs, on this server's CPU. Throughput: samples per "
-               "second for a batch of up to 32 (models with a fixed batch run one sample at a time).")
+    cond = lat.get("conditions") or {}
+    st.caption("Latency: batch 1 after warm-up runs, on this server's CPU, the original as a TensorFlow concrete "
+               "function (no Keras per-call dispatch) and the .tflite as one LiteRT invoke"
+               + (f", both with {cond['threads']} threads (TF intra/inter-op {cond['tf_intra_op_threads']}/"
+                  f"{cond['tf_inter_op_threads']}, LiteRT {cond['litert_num_threads']}) on {cond['cpu_count']} CPUs, "
+                  f"up to {cond['runs']} runs, timed alone after the conversions" if cond else "")
+               + ". Throughput: samples per second of the same warm pass on both sides, the first (up to) 64 samples "
+               "as one batch (models with a fixed batch run one batch at a time).")

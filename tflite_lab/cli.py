@@ -50,7 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="judge OUTPUT as 'classification' (top-1) or 'regression' (PSNR) instead of the task "
                         "detected from its values; repeatable")
     p.add_argument("--int8-io", action="store_true", help="int8: integer model inputs/outputs (default float)")
-    p.add_argument("--threads", type=int, default=None, help="LiteRT threads for inference and latency")
+    p.add_argument("--threads", type=int, default=None, help="threads for both TensorFlow (intra/inter-op) and LiteRT when timing; default: every core")
     p.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
     p.add_argument("--time-limit", type=float, default=None, help="seconds per worker job")
     p.add_argument("--memory-limit", type=float, default=None, help="MB per worker")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--min-accuracy-delta", type=float,
                    help="tolerance on tflite accuracy - original accuracy on the labels, e.g. -0.01 "
                         "(for MAE: relative growth, -0.05 = at most 5%% worse)")
-    z.add_argument("--threads", type=int, default=None, help="LiteRT threads for inference and latency")
+    z.add_argument("--threads", type=int, default=None, help="threads for both TensorFlow (intra/inter-op) and LiteRT when timing; default: every core")
     z.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
     z.add_argument("--time-limit", type=float, default=None, help="seconds per worker job")
     z.add_argument("--memory-limit", type=float, default=None, help="MB per worker")
@@ -189,7 +189,17 @@ def _specs(args):
                          labels_key=args.labels_key)
     if args.num_samples is not None and args.num_samples < 1:
         raise TFLiteLabError(f"--num-samples must be at least 1, got {args.num_samples}.")
-    return samples, BenchSpec(enabled=not args.no_latency, threads=args.threads)
+    return samples, _bench(args)
+
+
+def _bench(args):
+    from .pipeline import BenchSpec
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TFLiteLabError(f"--threads must be at least 1, got {args.threads}.")
+        # Workers started from here configure TensorFlow with it before it runs anything.
+        os.environ["TFLITE_LAB_THREADS"] = str(args.threads)
+    return BenchSpec(enabled=not args.no_latency, threads=args.threads)
 
 
 def _tasks(args) -> dict[str, str]:
@@ -257,6 +267,12 @@ def _table(public: dict) -> str:
         orig = lat.get("original") or {}
         lines.append(f"latency (batch 1, median/p90 ms): original {_fmt(orig.get('median'))}/{_fmt(orig.get('p90'))}, "
                      f"tflite {_fmt(lat['tflite']['median'])}/{_fmt(lat['tflite']['p90'])}")
+        cond = public.get("latency_conditions")
+        if cond:
+            lines.append(f"  timed alone after the conversions: {cond['threads']} threads each (TF intra/inter-op "
+                         f"{cond['tf_intra_op_threads']}/{cond['tf_inter_op_threads']}, LiteRT {cond['litert_num_threads']}), "
+                         f"{cond['cpu_count']} CPUs, {cond['warmup']} warm-up + up to {cond['runs']} runs; original as a "
+                         "TF concrete function on batch 1")
     if not public["outputs"]:
         lines.append(f"{'output':<16}{'shape':<16}{'min':>11}{'max':>11}{'mean':>11}{'NaN/inf':>9}")
         for o in public.get("output_stats", []):
@@ -632,7 +648,7 @@ def cmd_zoo(args) -> int:
         raise TFLiteLabError(f"--samples-dir {samples_dir} is not a folder.")
     paths = zoo.find_models(args.models)
     models = [zoo.ZooModel(n, p, zoo.match_samples(p, samples_dir)) for n, p in zip(zoo.model_names(paths), paths)]
-    bench = BenchSpec(enabled=not args.no_latency, threads=args.threads)
+    bench = _bench(args)
     say = _forced_progress() if args.progress else _progress(not args.json)
     for m in models:                    # read in this process: an unreadable file is that model's row
         try:

@@ -71,6 +71,26 @@ class OriginalModel:
         out = fn(**{t.key: tf.constant(arrays[t.name]) for t in self.signature.inputs})
         return {t.name: np.asarray(out[t.key]) for t in self.signature.outputs}
 
+    @property
+    def batch(self) -> int | None:
+        """The fixed batch of the inputs, or None when any batch goes."""
+        return int(self.signature.inputs[0].shape[0]) if self.signature.inputs[0].shape and self.signature.inputs[0].shape[0] else None
+
+    def timed_call(self, one: dict[str, np.ndarray]):
+        """A no-argument callable for latency: the model compiled for exactly ``one``'s shapes (a
+        concrete function, inputs prebuilt as tensors), outputs copied to numpy like LiteRT's."""
+        import tensorflow as tf
+        if self.is_keras:
+            m = self.keras_model
+            xs = [tf.constant(one[t.name]) for t in self.signature.inputs]
+            arg = xs if len(xs) > 1 else xs[0]
+            fn = tf.function(lambda xs: m(xs, training=False)).get_concrete_function(
+                tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), arg))
+            return lambda: [o.numpy() for o in tf.nest.flatten(fn(arg))]
+        fn = self.loaded.signatures["serving_default"]
+        feed = {t.key: tf.constant(one[t.name]) for t in self.signature.inputs}
+        return lambda: [o.numpy() for o in fn(**feed).values()]
+
     def predict(self, arrays: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
         n = len(next(iter(arrays.values())))
         fixed = self.signature.inputs[0].shape[0] if self.signature.inputs[0].shape else None

@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import TFLiteLabError
@@ -143,10 +143,12 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
     into the dicts, so a cell that finishes after the caller stopped listening is still kept.
     """
     events: queue.Queue = queue.Queue()
+    # No cell is timed while another converts: conversions first, then the bench phase.
+    convert_only = replace(bench, enabled=False)
 
     def one(job: CellJob) -> None:
         try:
-            run_cell(executor, job.cell, job.prepared, bench, done, failed, key=job.key,
+            run_cell(executor, job.cell, job.prepared, convert_only, done, failed, key=job.key,
                      progress=lambda step, _t: events.put((job.key, step)))
             events.put((job.key, "done"))
         except TFLiteLabError:
@@ -169,12 +171,49 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
             states[key] = (step, started)
             if render:
                 render(states)
-            if step in ("done", "failed") and on_finish:
+            if step in ("done", "failed") and on_finish and not bench.enabled:
                 on_finish(key)
         for f in futures:
             f.result()                  # a bug in a thread surfaces here, not silently
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    if bench.enabled:
+        bench_phase(executor, jobs, bench, done, states, render)
+        for j in jobs:                  # finished once timed, so a result is never shown without its latency
+            if on_finish and (j.key in done or j.key in failed):
+                on_finish(j.key)
+
+
+def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict | None = None, render=None) -> None:
+    """Time the converted cells one model at a time, one job at a time, after every conversion of
+    the run: the original and its .tflite files with the same threads, on an otherwise idle
+    executor. Each report's ``latency`` gets the numbers and the conditions (with the phase's
+    start and end). A failed bench leaves the cells' results, with a warning."""
+    states = states if states is not None else {}
+    groups: dict[int, list[CellJob]] = {}
+    for j in jobs:
+        if j.key in done and done[j.key].get("tflite_path"):
+            groups.setdefault(id(j.prepared), []).append(j)
+    for group in groups.values():
+        for j in group:
+            states[j.key] = ("benchmark", time.monotonic())
+        if render:
+            render(states)
+        try:
+            timed = executor.run("bench", prepared=group[0].prepared, bench=bench,
+                                 tflite_paths={j.key: done[j.key]["tflite_path"] for j in group})
+        except TFLiteLabError as e:
+            for j in group:
+                done[j.key] = {**done[j.key], "warnings": list(done[j.key].get("warnings", []))
+                               + [f"Latency not measured: {e.user_message}"]}
+        else:
+            for j in group:
+                done[j.key] = {**done[j.key], "latency": {"original": timed["original"], "tflite": timed["tflite"][j.key],
+                                                           "conditions": timed["conditions"]}}
+        for j in group:
+            states[j.key] = ("done", states[j.key][1])
+        if render:
+            render(states)
 
 
 class Progress:

@@ -186,16 +186,7 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         export_s = time.perf_counter() - t1
     reference_path = store.path("samples", key + "-reference", ".npz")
     np.savez(reference_path, **reference)
-    latency = None
-    if bench.enabled:
-        from .bench import benchmark_original
-        progress("benchmark original")
-        t3 = time.perf_counter()
-        om.predict({k: v[:64] for k, v in samples.arrays.items()})
-        n = min(samples.count, 64)
-        throughput = (n / max(time.perf_counter() - t3, 1e-9), n)
-        one = {k: v[:1] for k, v in samples.arrays.items()}
-        latency = asdict(benchmark_original(om, one, bench.warmup, bench.runs, throughput))
+    latency = None      # the original is timed with each .tflite, in the bench phase (bench.time_all)
     if labels:
         from .metrics import labels_fit, task_score
         labels["output"], labels["metric"] = labels_fit(reference, samples.labels)
@@ -313,6 +304,7 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
 
     Returns the report (see ``report_json``); a refused or failed cell raises the project's errors.
     """
+    job_start = time.time()         # the job's wall-clock window: a bench phase must not overlap it
     limits = limits or Limits.from_env()
     store = Store(store_root)
     route, optimization = Route(route), Optimization(optimization)
@@ -326,13 +318,14 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
         input_keys={t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]},
         fixed_batch=prepared["fixed_batch"],
         unrolled=bool(prepared["fixed_batch"] and RECIPES[optimization].needs_calibration))
-    return _evaluate_tflite(prepared, result.tflite, tflite_path, bench, store, progress, {
+    report = _evaluate_tflite(prepared, result.tflite, tflite_path, bench, store, progress, {
         "reproduce": {"code": code, "language": language},
         "route": route.value, "optimization": optimization.value, "int8_io": int8_io,
         "calls": result.calls, "command": result.command, "warnings": list(result.warnings),
         # A cached cell keeps the earlier run's convert time, labelled with that run's date.
         "cached": result.cached, "cached_at": result.created_at if result.cached else None,
         "converted_at": result.created_at, "converter_log": result.log, "convert_s": result.convert_s})
+    return {**report, "job_window": [job_start, time.time()]}
 
 
 def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = BenchSpec(),
@@ -382,14 +375,13 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
     pred_path = store.path("predictions", pred_key, ".npz")
     np.savez(pred_path, **candidate)
-    latency = None
+    latency = {"original": None, "tflite": None}
     if bench.enabled:
-        progress("benchmark")
-        from .bench import benchmark_tflite
-        one = {in_map[k]: v[:1] for k, v in samples.items()}
-        n = prepared["num_samples"]
-        latency = asdict(benchmark_tflite(model, one, bench.threads, bench.warmup, bench.runs,
-                                          (n / max(run_s, 1e-9), min(n, model.batch_size or 64))))
+        # Timed after the conversion, in this job, with nothing else of this run converting; a
+        # matrix times its cells in a bench phase of its own instead (orchestrate.run_cells).
+        from .bench import bench_phase
+        timed = bench_phase(prepared, {"cell": tflite_path}, bench, progress=progress)
+        latency = {"original": timed["original"], "tflite": timed["tflite"]["cell"], "conditions": timed["conditions"]}
     src = prepared["source"]
     return {
         **head,
@@ -399,7 +391,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "num_samples": prepared["num_samples"],
         "metrics": [{**m.to_json(), "per_sample_max_abs": list(m.per_sample_max_abs)} for m in metrics],
         "output_stats": stats, "matching": model.match_notes, "accuracy": accuracy,
-        "latency": {"original": prepared.get("original_latency"), "tflite": latency},
+        "latency": latency,
         "timings_s": {"load": prepared["timings_s"]["load"], "convert": head["convert_s"], "compare": compare_s},
         "tflite_path": tflite_path, "samples_path": prepared["samples_path"],
         "reference_path": prepared["reference_path"], "predictions_path": str(pred_path),
@@ -481,6 +473,7 @@ def report_json(report: dict) -> dict:
         "outputs": [{k: v for k, v in m.items() if k != "per_sample_max_abs"} for m in report["metrics"]],
         "output_stats": report.get("output_stats", []), "matching": report.get("matching", []),
         "accuracy": report.get("accuracy"), "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},
+        "latency_conditions": lat.get("conditions"), "job_window": report.get("job_window"),
         "timings_s": report["timings_s"], "warnings": report["warnings"], "failures": report.get("failures", []),
         "calls": report["calls"], "command": report["command"], "cached": report.get("cached", False),
         "cached_at": report.get("cached_at"), "converted_at": report.get("converted_at"),

@@ -218,3 +218,33 @@ def match_tensors(kind: str, ref: tuple[TensorInfo, ...], mine: tuple[TensorInfo
 def _line(e: BaseException) -> str:
     s = str(e).strip()
     return (s.splitlines()[0] if s else type(e).__name__)[:200]
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the host's total)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def tf_threads() -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) thread counts as configured in this process (0 = TF's default)."""
+    import tensorflow as tf
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
+
+
+def set_tf_threads(n: int) -> bool:
+    """Set both TensorFlow pools to ``n`` threads; True when they are ``n`` afterwards. After TF
+    has run an op the pools are fixed (RuntimeError), so it is only False if they differ."""
+    import tensorflow as tf
+    if tf_threads() == (n, n):
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:
+        return False
+    return tf_threads() == (n, n)

@@ -31,13 +31,14 @@ STARTUP_LIMIT_S = 180.0
 
 
 def _jobs():
-    from . import layerwise, pipeline
+    from . import bench, layerwise, pipeline
     return {
         "debug": layerwise.run_debug,
         "selective": layerwise.run_selective,
         "describe": pipeline.describe,
         "prepare": pipeline.prepare,
         "cell": pipeline.run_cell,
+        "bench": bench.bench_phase,
         "provided": pipeline.run_provided,
     }
 
@@ -341,6 +342,9 @@ def _serve(fd: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow  # noqa: F401  (imported once per worker: the whole point of keeping it alive)
     import keras  # noqa: F401
+    from .bench import default_threads
+    from .runtime import set_tf_threads
+    set_tf_threads(default_threads())    # before TF runs anything: its pools are fixed after that
     jobs = _jobs()
     home = os.getcwd()
     conn.send(("ready", 0, os.getpid()))

@@ -558,10 +558,15 @@ def cmd_debug(args) -> int:
         prepared = pool.run("prepare", progress=progress, source=source_json(src), spec=samples,
                             bench=type(bench)(enabled=False))
         _check_tasks(args, prepared)
-        result = pool.run("debug", progress=progress, prepared=prepared, optimization=args.optimize,
-                          quantizer=args.quantizer, int8_io=args.int8_io,
-                          tolerances=_tolerances(args, args.optimize).to_json(), sweep_steps=args.sweep_steps,
-                          sweep_all=args.sweep_all)
+        try:
+            result = pool.run("debug", progress=progress, prepared=prepared, optimization=args.optimize,
+                              quantizer=args.quantizer, int8_io=args.int8_io,
+                              tolerances=_tolerances(args, args.optimize).to_json(), sweep_steps=args.sweep_steps,
+                              sweep_all=args.sweep_all)
+        except ConversionError as e:      # as for convert: where TF fails, say whether aeq succeeds
+            if args.quantizer != "tf":
+                raise
+            raise _with_aeq_answer(e, args, pool, prepared, type(bench)(enabled=False)) from None
     public = debug_json(result)
     run_id, _ = _recorded(args, history, "debug", [result["model"]], prepared,
                           extra={k: public[k] for k in ("layers", "suggested_float", "sweep", "best_step", "notes")})
@@ -609,7 +614,8 @@ def write_debug_out(out: Path, result: dict, public: dict) -> None:
 
 
 def debug_table(result: dict) -> str:
-    lines = [f"debug {result['route']}-{result['optimization']} ({result['quantizer']}), {result['num_samples']} samples, "
+    cell = f"aeq-{result['optimization']}" if result["quantizer"] == "aeq" else f"{result['route']}-{result['optimization']}"
+    lines = [f"debug {cell}, {result['num_samples']} samples, "
              f"ranked by {'RMSE/scale (layer-isolated)' if result['basis'] == 'isolated' else 'noise added (accumulated)'}"]
     for n in result["notes"]:
         lines.append(f"  note: {n}")

@@ -510,7 +510,7 @@ def run_debug(prepared: dict, optimization: str = "int8", *, quantizer: str = "t
     timings["sweep"] = time.perf_counter() - t
     if best is not None:
         sweep[best]["best"] = True
-    elif sweep:
+    elif sweep and dbg is not None:     # without the debugger only k=0 ran; the first note says why
         notes.append("No sweep step is within tolerance.")
     if chosen is None:
         chosen = report

@@ -53,3 +53,11 @@ def test_aeq_keeps_the_sensitive_layer_float_with_float_io(sensitive_model, tmp_
     insp = inspect_tflite((tmp_path / "dbg" / "model.tflite").read_bytes())
     assert [t["dtype"] for t in insp.inputs + insp.outputs] == ["float32", "float32"]       # float I/O kept
     assert insp.quantized_tensors > 0
+
+
+def test_debug_16x8_on_token_ids_says_whether_aeq_succeeds(token_model):
+    r = run_cli("debug", token_model / "tok.keras", "--samples", token_model / "tok.npz", "--optimize", "int16x8",
+                "--no-history")
+    assert r.returncode == 3, r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert "no value range for tensor serving_default_ids:0" in line and "ai-edge-quantizer succeeds: aeq-int16x8" in line

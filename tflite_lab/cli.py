@@ -366,8 +366,9 @@ def _convert(args, limits, pool, history=None) -> int:
         if reason:
             raise UnsupportedCombination(reason)
     progress = _progress(not args.json)
+    # The keras route never reads the SavedModel export: do not make one it will not use.
     prepared = pool.run("prepare", progress=progress, source=source_json(reference or src),
-                        spec=samples, bench=bench)
+                        spec=samples, bench=bench, export=args.route != "keras" or reference is not None)
     _check_tasks(args, prepared)
     try:
         if reference is not None:

@@ -303,7 +303,8 @@ def _context(prepared: dict, store_root: str | None, limits):
 def _export_for_calibration(prepared: dict, om) -> str:
     from .models import exported_saved_model
     # Recurrent models calibrate only unrolled (the looped LSTM crashes TF 2.21's converter).
-    return exported_saved_model(om, unrolled=True)[0] if prepared["fixed_batch"] else prepared["export_dir"]
+    return exported_saved_model(om, unrolled=True)[0] if prepared["fixed_batch"] else (
+        prepared["export_dir"] or exported_saved_model(om)[0])
 
 
 def _check_quantizer(optimization: Optimization, quantizer: str) -> None:

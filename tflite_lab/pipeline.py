@@ -151,8 +151,11 @@ def stored_prepared(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_r
 
 
 def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str | None = None,
-            limits: Limits | None = None, progress=_noop) -> dict:
-    """Load the original, derive its signature, fix the samples, run the reference, export once."""
+            limits: Limits | None = None, progress=_noop, export: bool = True) -> dict:
+    """Load the original, derive its signature, fix the samples, run the reference, export once.
+
+    ``export=False`` (only the keras route will run: it never reads the export) skips the export;
+    a later cell that needs it exports on demand."""
     limits = limits or Limits.from_env()
     store = Store(store_root)
     src = _source(source)
@@ -170,20 +173,28 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
     labels = _save_labels(store, key, samples)
-    progress("export")
-    from concurrent.futures import ThreadPoolExecutor
-    from .models import exported_saved_model
-    # The export (mostly Python tracing) and the reference run (TensorFlow kernels) overlap on
-    # two cores; latency is measured afterwards, on a quiet machine.
-    with ThreadPoolExecutor(1) as ex:
-        t1 = time.perf_counter()
-        exporting = ex.submit(exported_saved_model, om)
+    from .models import exported_saved_model, needs_fixed_batch
+    if not export and om.is_keras:
         progress("run original")
         t2 = time.perf_counter()
         reference = _run_original(om, samples)
         ref_s = time.perf_counter() - t2
-        export_dir, fixed = exporting.result()
-        export_s = time.perf_counter() - t1
+        export_dir, fixed, export_s = None, needs_fixed_batch(om.keras_model), 0.0
+    else:
+        progress("export")
+        from concurrent.futures import ThreadPoolExecutor
+        from .models import exported_saved_model
+        # The export (mostly Python tracing) and the reference run (TensorFlow kernels) overlap on
+        # two cores; latency is measured afterwards, on a quiet machine.
+        with ThreadPoolExecutor(1) as ex:
+            t1 = time.perf_counter()
+            exporting = ex.submit(exported_saved_model, om)
+            progress("run original")
+            t2 = time.perf_counter()
+            reference = _run_original(om, samples)
+            ref_s = time.perf_counter() - t2
+            export_dir, fixed = exporting.result()
+            export_s = time.perf_counter() - t1
     reference_path = store.path("samples", key + "-reference", ".npz")
     np.savez(reference_path, **reference)
     latency = None      # the original is timed with each .tflite, in the bench phase (bench.time_all)
@@ -287,7 +298,8 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
     from .models import exported_saved_model
     from .routes import convert
     unrolled = bool(prepared["fixed_batch"] and rep is not None)
-    export_dir = exported_saved_model(om, unrolled=True)[0] if unrolled else prepared["export_dir"]
+    export_dir = exported_saved_model(om, unrolled=True)[0] if unrolled else (
+        prepared["export_dir"] or (None if route is Route.KERAS else exported_saved_model(om)[0]))
     result = convert(req, om, export_dir, prepared["fixed_batch"], rep, None, unrolled)
     result.created_at = now_utc()
     store.put_bytes("tflite", key, ".tflite", result.tflite)

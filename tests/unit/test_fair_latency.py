@@ -36,3 +36,23 @@ def test_a_single_convert_states_its_timing_conditions(tiny_models, tmp_path):
     assert "original as a TF concrete function on batch 1" in r.stdout
     r = run_cli("convert", tiny_models / "single.keras", "--threads", "0", "--no-latency")
     assert r.returncode == 2 and r.stderr.startswith("error: --threads must be at least 1")
+
+
+def test_keras_route_alone_makes_no_export_and_other_routes_export_on_demand(tiny_models, tmp_path):
+    """`convert --route keras` skipped nothing it uses, but exported a SavedModel it never read (CPU
+    on two cores, in the P1 convert time); now only a route that reads the export makes it."""
+    import shutil
+    from tflite_lab.pipeline import BenchSpec, SampleSpec, prepare, run_cell, source_json
+    from tflite_lab.sources import source_from_path
+    store = str(tmp_path / "store")
+    model = tmp_path / "alone.keras"
+    shutil.copy(tiny_models / "single.keras", model)
+    src = source_from_path(model, store=tmp_path / "store")
+    off = BenchSpec(enabled=False)
+    p = prepare(source_json(src), SampleSpec(count=4), off, store_root=store, export=False)
+    exports = lambda: sorted(x.name for x in __import__("pathlib").Path(src.path).parent.glob("export*"))  # noqa: E731
+    assert p["export_dir"] is None and exports() == []
+    assert run_cell(p, "keras", "none", bench=off, store_root=store)["metrics"][0]["max_abs_error"] < 1e-5
+    assert exports() == []
+    rep = run_cell(p, "saved_model", "none", bench=off, store_root=store)
+    assert rep["metrics"][0]["max_abs_error"] < 1e-5 and len(exports()) == 1

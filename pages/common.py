@@ -337,6 +337,15 @@ def need_model() -> Model | None:
     return m
 
 
+def float_ops_caption(report: dict) -> None:
+    """A selectively quantized cell (Compare, Size & speed): what stayed float, and what it costs."""
+    if report.get("float_ops"):
+        cost = report.get("float_cost_bytes")
+        st.caption(f"Kept in float ({len(report['float_ops'])} ops"
+                   + (f", +{cost:,} bytes over the all-quantized model" if cost is not None else "") + "): "
+                   + ", ".join(f"{o['op']} `{o['tensor']}`" for o in report["float_ops"]))
+
+
 def cell_picker(label: str = "Result", key: str = "pick_cell") -> str | None:
     """Choose one of the computed cells; the choice is shared by all pages (``lab_selected``)."""
     cells = list(reports())

@@ -95,11 +95,7 @@ st.dataframe(tables.styled(frame), hide_index=True, placeholder="–",
              column_config={"tolerances applied": st.column_config.TextColumn(width="large")})
 for f in judged["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
-if report.get("float_ops"):     # a selectively quantized cell: what stayed float, and what it costs
-    cost = report.get("float_cost_bytes")
-    st.caption(f"Kept in float ({len(report['float_ops'])} ops"
-               + (f", +{cost:,} bytes over the all-quantized model" if cost is not None else "") + "): "
-               + ", ".join(f"{o['op']} `{o['tensor']}`" for o in report["float_ops"]))
+common.float_ops_caption(report)
 for n in report.get("matching", []):
     (st.warning if n.startswith("warning: ") else st.caption)(f"Tensor matching: {n.removeprefix('warning: ')}")
 with st.expander("How each output is judged"):

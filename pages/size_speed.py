@@ -17,6 +17,7 @@ reports = common.reports()
 report = reports[cell]
 if provenance(report):
     st.caption(provenance(report))
+common.float_ops_caption(report)
 original_bytes, tflite_bytes = report["original_bytes"], report["tflite_bytes"]
 lat = report["latency"] or {}
 orig, tfl = lat.get("original") or {}, lat.get("tflite") or {}

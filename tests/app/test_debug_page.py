@@ -39,6 +39,9 @@ def test_debug_then_keep_float_makes_a_cell_on_compare(app, sensitive_model):
     shown = {m.label: m.value for m in app.metric}
     assert shown["Verdict"] == "PASS" and shown["Accuracy, TFLite"] == "1"
     assert any(c.startswith("Kept in float (1 ops, +") and "sensitive" in c for c in texts(app.caption))
+    go(app, "size_speed")
+    assert_clean(app)
+    assert any(c.startswith("Kept in float (1 ops, +") and "sensitive" in c for c in texts(app.caption))
     go(app, "matrix")
     assert_clean(app)
     assert cell in list(app.dataframe[0].value["cell"])

@@ -56,3 +56,10 @@ def test_keras_route_alone_makes_no_export_and_other_routes_export_on_demand(tin
     assert exports() == []
     rep = run_cell(p, "saved_model", "none", bench=off, store_root=store)
     assert rep["metrics"][0]["max_abs_error"] < 1e-5 and len(exports()) == 1
+    # This process's TensorFlow has run ops with its default pools, so 1 thread can only be had in a
+    # fresh process: the bench must say 1 on both sides, never time with mismatched counts.
+    from tflite_lab.bench import bench_phase
+    from tflite_lab.runtime import set_tf_threads
+    assert not set_tf_threads(1)
+    cond = bench_phase(p, {"c": rep["tflite_path"]}, BenchSpec(threads=1))["conditions"]
+    assert cond["tf_intra_op_threads"] == cond["tf_inter_op_threads"] == cond["litert_num_threads"] == 1

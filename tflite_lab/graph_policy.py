@@ -67,6 +67,61 @@ def _node_edges(node, library: dict) -> list[tuple[str, str]]:
     return calls
 
 
+def _src(t: str) -> str:
+    return t.split(":")[0].lstrip("^")
+
+
+# Which inputs of a checkpoint op name files, and how a saver may build a path from its file name.
+_PATH_INPUTS = {"SaveV2": [0], "RestoreV2": [0], "Save": [0], "SaveSlices": [0], "Restore": [0],
+                "RestoreSlice": [0], "MergeV2Checkpoints": [0, 1]}
+_PATH_PASS = {"Identity": [0], "Snapshot": [0], "ShardedFilename": [0], "StringJoin": [0], "Select": [1, 2],
+              "Pack": None}
+
+
+def _safe_suffix(name: str, nodes) -> bool:
+    """A constant suffix (or a Select of two, as TF1's Saver picks its temp name) without '..'."""
+    c = nodes.get(name)
+    if c is not None and c.op == "Select":
+        data = [i for i in c.input if not i.startswith("^")]
+        return len(data) == 3 and all(_safe_suffix(_src(i), nodes) for i in data[1:])
+    return (c is not None and c.op == "Const"
+            and not any(b".." in v or b"://" in v for v in c.attr["value"].tensor.string_val))
+
+
+def _check_saver_paths(mg, nodes, saver_nodes, report) -> None:
+    """A TF1 load runs the saver's restore with its filename tensor fed: every checkpoint path in the
+    saver must start from that tensor (joined only with constant suffixes holding no '..')."""
+    filename = _src(mg.saver_def.filename_tensor_name)
+    for name in sorted(saver_nodes):
+        node = nodes[name]
+        if node.op not in _PATH_INPUTS:
+            continue
+        todo = deque(_src(node.input[i]) for i in _PATH_INPUTS[node.op] if i < len(node.input))
+        seen, bad = set(), None
+        while todo and bad is None:
+            n = todo.popleft()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n == filename:
+                continue
+            cur = nodes.get(n)
+            if cur is None or cur.op not in _PATH_PASS:
+                bad = n
+                break
+            data = [i for i in cur.input if not i.startswith("^")]
+            if cur.op == "StringJoin":
+                for extra in data[1:]:
+                    if not _safe_suffix(_src(extra), nodes):
+                        bad = _src(extra)
+            idx = _PATH_PASS[cur.op]
+            todo.extend(_src(data[i]) for i in (range(len(data)) if idx is None else idx) if i < len(data))
+        if bad is not None:
+            report.refused[node.op] = RISKS.get(node.op, "reads files")
+            report.reached[node.op] = (f"saver node '{name}', its path from '{bad}', "
+                                       "not the file name the loader passes")
+
+
 def parse_saved_model(path: str | Path, filename: str = "saved_model.pb"):
     """The SavedModel protobuf, parsed (no graph is built, nothing runs)."""
     from tensorflow.core.protobuf import saved_model_pb2
@@ -104,6 +159,11 @@ def check_graph(sm) -> GraphReport:
         served_tensors = {t.name.split(":")[0].lstrip("^") for sig in mg.signature_def.values()
                           for t in list(sig.inputs.values()) + list(sig.outputs.values())}
         saver_nodes = feeding(saver_roots) - feeding(served_tensors)
+        # TensorFlow loads a SavedModel as TF1 unless it is one MetaGraph with an object graph; then
+        # the saver's restore runs at load, so its checkpoint paths must be the loader-fed filename.
+        tf1 = not (len(sm.meta_graphs) == 1 and mg.HasField("object_graph_def"))
+        if tf1:
+            _check_saver_paths(mg, nodes, saver_nodes, report)
 
         def closure(start_nodes, start_funcs, where):
             """Functions reachable from graph nodes and functions, with the path to each."""
@@ -151,7 +211,8 @@ def check_graph(sm) -> GraphReport:
         served_funcs = closure([n for n in nodes.values() if n.name not in saver_nodes], load_funcs, "graph")
         others = [(f, f"function '{f}'") for f in library if f not in saver_funcs and f not in served_funcs]
         served_funcs.update({f: p for f, p in closure([], others, "").items() if f not in served_funcs})
-        saver_only = set(saver_funcs) - set(served_funcs)
+        # TF1 savers use no functions: in a TF1 load, a checkpoint op in a function is not the loader's.
+        saver_only = set() if tf1 else set(saver_funcs) - set(served_funcs)
 
         def visit(op: str, where: str, in_saver: bool):
             if op in library:

@@ -104,7 +104,7 @@ elif len(picked) > 1:
     for name, vals, spec in lines:
         row = {"": name}
         for i, (label, v) in enumerate(zip(labels, vals)):
-            text = v if spec is None else tables.number(v, spec)
+            text = ("—" if v is None else str(v)) if spec is None else tables.number(v, spec)
             d = report_html.delta(v, vals[0]) if i and spec else None
             row[label] = text + (f" ({'+' if d >= 0 else ''}{tables.number(d, spec)})" if d is not None else "")
         table.append(row)

@@ -82,7 +82,7 @@ def test_matrix_on_a_small_model(page: Page):
     page.get_by_role("button", name="Run matrix").click()
     expect(page.get_by_text(re.compile(r"^Ran 13 cells in"))).to_be_visible(timeout=SLOW_MS)
     expect(metric(page, "Computed")).to_have_text("13")
-    table = page.get_by_test_id("stDataFrame")
+    table = page.get_by_test_id("stDataFrame").first
     expect(table).to_be_visible()
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
     no_traceback(page)

@@ -111,13 +111,13 @@ def test_a_task_killed_mid_conversion_fails_only_its_cell(ray_executor, fresh_di
     def render(states):
         step = states[target][0]
         pid = next((p for p, what in ray_executor.busy.items() if what.endswith(target)), None)
-        if step == "convert" and pid and not killed:
+        if step not in ("queued", "done", "failed") and pid and not killed:   # any running step: under load "convert" can pass between two renders
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
     orchestrate.run_cells(ray_executor, [orchestrate.CellJob(c.id, c, fresh_digits) for c in cells], NO_BENCH,
                           done, failed, render)
-    assert killed, "the target cell never reached its conversion"
+    assert killed, "the target cell was never seen running"
     assert set(done) == {"saved_model-none", "saved_model-dynamic"}, failed
     assert failed[target]["kind"] == "WorkerError"
     assert failed[target]["message"].startswith(f"Converting {target} crashed: the worker process ")

@@ -103,13 +103,16 @@ def test_unreadable_memory_stops_the_job_instead_of_lifting_the_limit(monkeypatc
     one-line reason rather than run without its limit; the next job in a readable pool works."""
     src = source_from_path(tiny_models / "single.keras")
     with WorkerPool(1, Limits(job_memory_mb=4000), prestart=1) as pool:
-        pool.run("describe", source=source_json(src))       # started while memory was readable
+        # started while memory was readable; a SavedModel conversion then lasts seconds, a prepare
+        # of this tiny model can end before the second poll on a quiet machine
+        prepared = pool.run("prepare", source=source_json(src), spec=SampleSpec(count=4, seed=8081), bench=NO_BENCH)
 
         def denied(self):
             raise psutil.AccessDenied(self.pid)
         monkeypatch.setattr(psutil.Process, "memory_info", denied)
         monkeypatch.setattr(worker, "MAX_FAILED_POLLS", 2)      # stopped after ~0.25 s, well inside the job
         with pytest.raises(WorkerError, match=r"memory could not be read .* limit of 4,000 MB could not be enforced"):
-            pool.run("prepare", source=source_json(src), spec=SampleSpec(count=4, seed=8081), bench=NO_BENCH)
+            pool.run("cell", prepared=prepared, route="saved_model", optimization="none", bench=NO_BENCH,
+                     store_root=str(tiny_models / "store-unreadable"))
         monkeypatch.undo()
         assert pool.run("describe", source=source_json(src))["signature"]["inputs"][0]["name"] == "x"

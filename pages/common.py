@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,6 +174,9 @@ class StepLog:
 
     def __call__(self, step: str, _elapsed: float = 0.0) -> None:
         now = time.monotonic()
+        if self.current and self.current[0] == step:        # the same step, re-sent: the clock moves on
+            self.status.update(label=f"{self.title}: {step}… ({now - self.t0:.1f} s)")
+            return
         self._close(now)
         self.current = (step, now)
         self.status.update(label=f"{self.title}: {step}… ({now - self.t0:.1f} s)")
@@ -197,6 +201,29 @@ class StepLog:
         self.status.update(label=f"{label} after {self.elapsed():.1f} s", state="error", expanded=False)
 
 
+def cancel_button(what: str, key: str) -> threading.Event:
+    """A Cancel button for the work that starts now; the event it sets stops that work.
+
+    A click makes Streamlit stop this script run at its next progress tick (every 0.5 s), which
+    kills the worker of a job running in it; matrix cells running in their own threads stop on the
+    event. The next run says what was cancelled (``show_cancelled``); earlier results stay.
+    """
+    ev = threading.Event()
+
+    def cancelled():            # runs before the next script run, with this run's event
+        ev.set()
+        st.session_state["lab_cancelled"] = what
+    st.button("Cancel", key=key, icon=":material/stop_circle:", on_click=cancelled)
+    return ev
+
+
+def show_cancelled() -> None:
+    what = st.session_state.pop("lab_cancelled", None)
+    if what:
+        st.warning(f"{what} was cancelled and its worker stopped; earlier results are kept.",
+                   icon=":material/stop_circle:")
+
+
 def executor():
     """The server's executor (local worker pool, or Ray with TFLITE_LAB_EXECUTOR=ray)."""
     return default_executor()
@@ -210,9 +237,9 @@ def executor_label() -> str:
         return f"unavailable: {e.user_message}"
 
 
-def run_job(job: str, progress=None, **kwargs):
-    """Run a worker job (blocking); raises the project's errors."""
-    return executor().run(job, progress=progress, **kwargs)
+def run_job(job: str, progress=None, cancel=None, **kwargs):
+    """Run a worker job (blocking); raises the project's errors (Cancelled once ``cancel`` is set)."""
+    return executor().run(job, progress=progress, cancel=cancel, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -269,7 +296,7 @@ def save_upload(data: bytes, filename: str) -> str:
     return str(path)
 
 
-def ensure_prepared(progress=None, alone: bool = False) -> dict:
+def ensure_prepared(progress=None, alone: bool = False, cancel=None) -> dict:
     """Samples fixed, reference outputs computed and the model exported: once per model x samples x bench.
 
     ``alone``: a .tflite without its original, prepared from its own signature (nothing to compare).
@@ -281,17 +308,17 @@ def ensure_prepared(progress=None, alone: bool = False) -> dict:
     key = orchestrate.prepare_key(m.source, spec, bench)
     ss = st.session_state
     if ss.get("lab_prepared") is None or ss.get("lab_prepared_key") != key:
-        ss["lab_prepared"] = orchestrate.prepare(executor(), m.source, spec, bench, progress)
+        ss["lab_prepared"] = orchestrate.prepare(executor(), m.source, spec, bench, progress, cancel)
         ss["lab_prepared_key"] = key
     return ss["lab_prepared"]
 
 
-def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None) -> dict:
+def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None, cancel=None) -> dict:
     """Convert and evaluate one cell; keeps the report (or the failure) in the session."""
     cell = Cell(route, optimization, int8_io)
     try:
         report = orchestrate.run_cell(executor(), cell, prepared, bench_spec(), reports(), failures(),
-                                      progress=progress)
+                                      progress=progress, cancel=cancel)
     except TFLiteLabError:
         sidebar_summary()
         raise
@@ -301,8 +328,8 @@ def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progr
     return report
 
 
-def run_provided(prepared: dict, progress=None) -> dict:
-    report = run_job("provided", progress=progress, prepared=prepared, tflite_source=model().source,
+def run_provided(prepared: dict, progress=None, cancel=None) -> dict:
+    report = run_job("provided", progress=progress, cancel=cancel, prepared=prepared, tflite_source=model().source,
                      bench=bench_spec())
     reports()["provided"] = report
     st.session_state["lab_selected"] = "provided"
@@ -365,10 +392,10 @@ def pending_cells(fmt: SourceFormat) -> list[Cell]:
     return orchestrate.pending_cells(fmt, reports(), failures())
 
 
-def run_cells(cells: list[Cell], prepared: dict, render) -> None:
+def run_cells(cells: list[Cell], prepared: dict, render, cancel=None) -> None:
     """Run cells on the executor; ``render(states)`` redraws progress from this (the script's) thread."""
     orchestrate.run_cells(executor(), [CellJob(c.id, c, prepared) for c in cells], bench_spec(), reports(),
-                          failures(), render, on_finish=lambda _key: sidebar_summary())
+                          failures(), render, on_finish=lambda _key: sidebar_summary(), cancel=cancel)
     sidebar_summary()
 
 

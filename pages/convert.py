@@ -51,15 +51,17 @@ if reason:
     st.error(reason, icon=":material/block:")
 
 label = "Run it alone" if alone else "Compare" if cell == "provided" else "Convert"
+common.show_cancelled()
 if st.button(label, type="primary", disabled=bool(reason), key="convert"):
     with st.status(f"{cell}…", expanded=True) as status:
+        stop = common.cancel_button(f"Converting {cell}", key="convert_cancel")
         log = common.StepLog(status, cell)
         try:
-            prepared = common.ensure_prepared(log, alone=alone)
+            prepared = common.ensure_prepared(log, alone=alone, cancel=stop)
             if cell == "provided":
-                common.run_provided(prepared, log)
+                common.run_provided(prepared, log, stop)
             else:
-                common.run_cell(route, opt, int8_io, prepared, log)
+                common.run_cell(route, opt, int8_io, prepared, log, stop)
             log.done(f"{cell} done")
         except TFLiteLabError as e:
             common.failures()[cell] = common.failure_record(e)

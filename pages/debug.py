@@ -28,13 +28,15 @@ min_acc = top[2].number_input("Accuracy change ≥ (labels)", value=-0.01, step=
                               "TFLite minus original accuracy (for MAE: relative). Empty: not checked.")
 run = top[3].button("Debug", type="primary", key="debug_run", icon=":material/troubleshoot:")
 key = f"{quantizer}-{opt}"
+common.show_cancelled()
 if run:
     with st.status(f"Debugging {opt} ({QUANTIZERS[quantizer]})…", expanded=True) as status:
+        stop = common.cancel_button(f"Debugging {opt}", key="debug_cancel")
         log = common.StepLog(status, "Debugging")
         try:
-            prepared = common.ensure_prepared(log)
+            prepared = common.ensure_prepared(log, cancel=stop)
             tol = Tolerances.for_optimization(opt).override(min_accuracy_delta=min_acc)
-            ss["lab_debug"][key] = common.run_job("debug", progress=log, prepared=prepared, optimization=opt,
+            ss["lab_debug"][key] = common.run_job("debug", progress=log, cancel=stop, prepared=prepared, optimization=opt,
                                                   quantizer=quantizer, tolerances=tol.to_json())
             common.record_debug(ss["lab_debug"][key], prepared)
             log.done("Debugged")
@@ -115,9 +117,11 @@ keep_ops = k[1].multiselect("Op types", ops, key=f"debug_keep_ops_{key}")
 if k[2].button("Convert with these in float", key="debug_keep_run", disabled=not (keep or keep_ops),
                icon=":material/tune:"):
     with st.status("Converting with float layers…", expanded=True) as status:
+        stop = common.cancel_button("Converting with float layers", key="debug_keep_cancel")
         log = common.StepLog(status, "Converting")
         try:
-            report = common.run_job("selective", progress=log, prepared=common.ensure_prepared(log), keep_float=keep,
+            report = common.run_job("selective", progress=log, cancel=stop,
+                                    prepared=common.ensure_prepared(log, cancel=stop), keep_float=keep,
                                     keep_float_ops=keep_ops, optimization=opt, quantizer=quantizer,
                                     bench=common.bench_spec())
             common.reports()[report["cell"]] = report

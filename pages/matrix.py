@@ -34,12 +34,14 @@ run = c[5].button(f"Run {len(todo)} remaining cells" if todo and len(todo) < sup
                   type="primary", disabled=not todo, key="run_matrix", icon=":material/play_arrow:",
                   help="Cells already computed are kept, not redone.")
 
+common.show_cancelled()
 if run:
     prepared, t0 = None, time.monotonic()
+    stop = common.cancel_button("The matrix run", key="matrix_cancel")
     with st.status("Preparing the samples and the reference outputs…") as status:
         log = common.StepLog(status, "Preparing")
         try:
-            prepared = common.ensure_prepared(log)
+            prepared = common.ensure_prepared(log, cancel=stop)
             log.done("Prepared")
         except TFLiteLabError as e:
             log.failed("Preparing failed")
@@ -56,7 +58,7 @@ if run:
             slot.dataframe(tables.styled(tables.matrix_frame(m.format, states)), hide_index=True,
                            column_config=columns, height=height, column_order=shown, placeholder="–")
 
-        common.run_cells(todo, prepared, render)
+        common.run_cells(todo, prepared, render, stop)
         common.record("matrix", list(common.reports()), prepared, failed=dict(common.failures()))
         ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
         st.rerun()      # redraw the counts, the table and the chart from the new results
@@ -68,12 +70,13 @@ if st.button(f"Add ai-edge-quantizer cells ({len(AEQ)})" if AEQ else "ai-edge-qu
              help="Recipe x quantizer: ai-edge-quantizer quantizes the float .tflite (cells aeq-int8, ...); where "
                   "TensorFlow's converter fails, the note says whether it succeeds."):
     with st.status("ai-edge-quantizer cells…") as status:
+        stop = common.cancel_button("Adding ai-edge-quantizer cells", key="matrix_aeq_cancel")
         log = common.StepLog(status, "ai-edge-quantizer")
         try:
-            prepared = common.ensure_prepared(log)
+            prepared = common.ensure_prepared(log, cancel=stop)
             for o in AEQ:
                 try:
-                    rep = common.run_job("selective", progress=log, prepared=prepared, optimization=o,
+                    rep = common.run_job("selective", progress=log, cancel=stop, prepared=prepared, optimization=o,
                                          quantizer="aeq", bench=common.bench_spec())
                     common.reports()[rep["cell"]] = rep
                 except TFLiteLabError as e:

@@ -161,8 +161,10 @@ def _progress(enabled: bool, label: str = ""):
     """Progress lines for a person at a terminal; scripts get a clean stderr (just the error line)."""
     enabled = enabled and sys.stderr.isatty()
     t0 = time.monotonic()
+    last = [None]
     def report(step, _elapsed=None):
-        if enabled:
+        if enabled and step != last[0]:          # a long step is re-sent every TICK_S: one line each
+            last[0] = step
             print(f"[{time.monotonic() - t0:6.1f}s] {label}{step}", file=sys.stderr, flush=True)
     return report
 

@@ -55,9 +55,16 @@ class WorkerError(TFLiteLabError):
     exit_code = 3
 
 
+class Cancelled(TFLiteLabError):
+    """The user cancelled a running job; its worker was stopped and nothing it made is kept."""
+
+    exit_code = 130
+
+
 class HistoryError(TFLiteLabError):
     """The run history database cannot be read or written (it is never silently recreated)."""
 
 
 ERROR_CLASSES = {c.__name__: c for c in (TFLiteLabError, SourceError, SignatureError, SampleError,
-                                           UnsupportedCombination, ConversionError, WorkerError, HistoryError)}
+                                           UnsupportedCombination, ConversionError, WorkerError, Cancelled,
+                                           HistoryError)}

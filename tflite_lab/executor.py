@@ -30,8 +30,11 @@ class Executor:
         raise NotImplementedError
 
     def run(self, job: str, progress=None, **kwargs):
-        """Run ``job`` with ``kwargs``; ``progress(step, elapsed_s)`` follows its stages.
+        """Run ``job`` with ``kwargs``; ``progress(step, elapsed_s)`` follows its stages, and is
+        called again with the same step every half second while a step lasts.
 
+        ``cancel=`` a ``threading.Event``: once set, the job's process is stopped and Cancelled
+        raised. An exception raised by ``progress`` (a Streamlit rerun) also stops the job.
         Returns the job's result; raises its TFLiteLabError, or WorkerError on crash/timeout/memory.
         """
         raise NotImplementedError

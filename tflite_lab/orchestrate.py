@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import TFLiteLabError
+from .errors import Cancelled, TFLiteLabError
 from .types import SourceFormat
 
 RETRIED_KINDS = ("WorkerError",)    # a crash or timeout may be the machine's; refusals and conversion failures are results
@@ -84,12 +84,12 @@ def prepare_key(source: dict, spec, bench) -> tuple:
     return source["sha256"], spec.key(), tuple(asdict(bench).values())
 
 
-def prepare(executor, source: dict, spec, bench, progress=None) -> dict:
+def prepare(executor, source: dict, spec, bench, progress=None, cancel=None) -> dict:
     """Samples fixed, reference outputs computed and the model exported (the store keeps it: a
     model prepared before is read back here, without starting a worker)."""
     from .pipeline import stored_prepared
     return stored_prepared(source, spec, bench) or executor.run("prepare", progress=progress, source=source,
-                                                                spec=spec, bench=bench)
+                                                                spec=spec, bench=bench, cancel=cancel)
 
 
 def _cell_key(prepared: dict, cell: Cell, bench) -> str:
@@ -115,7 +115,7 @@ def store_cell(store, prepared: dict, cell: Cell, bench, report: dict) -> None:
 
 
 def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: dict, key: str | None = None,
-             progress=None) -> dict:
+             progress=None, cancel=None) -> dict:
     """Convert and evaluate one cell, keeping its report in ``done`` or its failure in ``failed``.
 
     Raises the cell's TFLiteLabError after recording it.
@@ -123,7 +123,9 @@ def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: di
     key = key or cell.id
     try:
         report = executor.run("cell", progress=progress, prepared=prepared, route=cell.route,
-                              optimization=cell.optimization, int8_io=cell.int8_io, bench=bench)
+                              optimization=cell.optimization, int8_io=cell.int8_io, bench=bench, cancel=cancel)
+    except Cancelled:
+        raise                   # nothing of a cancelled job is kept: the cell is simply pending again
     except TFLiteLabError as e:
         failed[key] = failure_record(e)
         done.pop(key, None)
@@ -133,12 +135,16 @@ def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: di
     return report
 
 
-def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render=None, on_finish=None) -> None:
+def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render=None, on_finish=None,
+              cancel: threading.Event | None = None) -> None:
     """Run cells ``executor.size`` at a time, in the given order.
+
+    ``cancel``, once set (from any thread), stops the running cells (their workers are killed) and
+    the queued ones: they end as ``cancelled``, in neither dict, so they are pending again.
 
     ``render(states)`` is called from the calling thread whenever a cell moves on and every 0.25 s
     (elapsed times keep moving); ``states[key] = (step, started)`` with step ``queued``, a job
-    stage (``convert``, ``run tflite``, ...), ``done`` or ``failed``. ``on_finish(key)`` is called
+    stage (``convert``, ``run tflite``, ...), ``done``, ``failed`` or ``cancelled``. ``on_finish(key)`` is called
     from the calling thread once a cell's result is in ``done`` or ``failed``. Results go straight
     into the dicts, so a cell that finishes after the caller stopped listening is still kept.
     """
@@ -148,9 +154,14 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
 
     def one(job: CellJob) -> None:
         try:
+            if cancel is not None and cancel.is_set():    # still queued when the run was cancelled
+                events.put((job.key, "cancelled"))
+                return
             run_cell(executor, job.cell, job.prepared, convert_only, done, failed, key=job.key,
-                     progress=lambda step, _t: events.put((job.key, step)))
+                     progress=lambda step, _t: events.put((job.key, step)), cancel=cancel)
             events.put((job.key, "done"))
+        except Cancelled:
+            events.put((job.key, "cancelled"))
         except TFLiteLabError:
             events.put((job.key, "failed"))
 
@@ -178,13 +189,14 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     if bench.enabled:
-        bench_phase(executor, jobs, bench, done, states, render)
+        bench_phase(executor, jobs, bench, done, states, render, cancel)
         for j in jobs:                  # finished once timed, so a result is never shown without its latency
             if on_finish and (j.key in done or j.key in failed):
                 on_finish(j.key)
 
 
-def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict | None = None, render=None) -> None:
+def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict | None = None, render=None,
+                cancel: threading.Event | None = None) -> None:
     """Time the converted cells one model at a time, one job at a time, after every conversion of
     the run: the original and its .tflite files with the same threads, on an otherwise idle
     executor. Each report's ``latency`` gets the numbers and the conditions (with the phase's
@@ -200,7 +212,7 @@ def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict |
         if render:
             render(states)
         try:
-            timed = executor.run("bench", prepared=group[0].prepared, bench=bench,
+            timed = executor.run("bench", prepared=group[0].prepared, bench=bench, cancel=cancel,
                                  tflite_paths={j.key: done[j.key]["tflite_path"] for j in group})
         except TFLiteLabError as e:
             for j in group:

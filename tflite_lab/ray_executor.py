@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from .config import Limits, cache_dir
-from .errors import TFLiteLabError, WorkerError
+from .errors import Cancelled, TFLiteLabError, WorkerError
 from .executor import Executor
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -166,8 +166,8 @@ class RayExecutor(Executor):
         return {"env_vars": env}
 
     def run(self, job: str, progress=None, time_limit_s: float | None = None,
-            memory_limit_mb: float | None = None, label: str | None = None, **kwargs):
-        from .worker import _crash_message, _label
+            memory_limit_mb: float | None = None, label: str | None = None, cancel=None, **kwargs):
+        from .worker import TICK_S, _crash_message, _label
         ray = self._ray
         what = label or _label(job, kwargs)
         time_limit = time_limit_s or self.limits.job_time_s
@@ -175,43 +175,58 @@ class RayExecutor(Executor):
         gen = self._task.options(num_cpus=1, memory=int(mem_limit * 2**20), max_retries=0,
                                  runtime_env=self._runtime_env(_upload_of(kwargs))).remote(job, kwargs, mem_limit, what)
         submitted, started, pid = time.monotonic(), None, None
+        step, next_tick, finished = "start worker", submitted + TICK_S, False
         if progress:
-            progress("start worker", 0.0)
+            progress(step, 0.0)
         try:
             while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{what} was cancelled; its Ray task was stopped.")
                 ready, _ = ray.wait([gen], timeout=0.25)
                 now = time.monotonic()
+                if started is not None and now - started > time_limit:      # also while events keep coming
+                    raise WorkerError(f"{what} ran longer than the limit of {time_limit:g} s and was stopped. "
+                                      "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
+                if progress and not ready and now >= next_tick:
+                    next_tick = now + TICK_S
+                    progress(step, now - (started or submitted))
                 if ready:
                     try:
                         kind, payload = ray.get(next(gen))
                     except StopIteration:
+                        finished = True
                         raise WorkerError(_crash_message(what, "stopped", kwargs)) from None
                     except ray.exceptions.RayError as e:
+                        finished = True
                         raise WorkerError(_crash_message(what, _death_reason(e), kwargs), detail=str(e)) from None
                     if kind == "started":
                         started, pid = now, payload
                         self.busy[pid] = what
                     elif kind == "progress":
+                        step, next_tick = payload, now + TICK_S
                         if progress:
                             progress(payload, now - started)
                     elif kind == "ok":
+                        finished = True
                         _drain(ray, gen)
                         return payload
                     else:
+                        finished = True
                         if payload.pop("kill", False):
                             ray.cancel(gen, force=True)
                         else:
                             _drain(ray, gen)
                         raise TFLiteLabError.from_dict(payload)
                     continue
-                if started is not None and now - started > time_limit:
-                    ray.cancel(gen, force=True)
-                    raise WorkerError(f"{what} ran longer than the limit of {time_limit:g} s and was stopped. "
-                                      "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
                 if started is None and now - submitted > STARTUP_LIMIT_S:
-                    ray.cancel(gen, force=True)
                     raise WorkerError(f"{what} did not start on Ray within {STARTUP_LIMIT_S:g} s: no node had a free "
                                       f"CPU and {mem_limit:,.0f} MB of memory.")
+        except BaseException:
+            # cancelled, timed out, or the caller stopped (a Streamlit rerun raises in progress()):
+            # the task must not run on unseen
+            if not finished:
+                ray.cancel(gen, force=True)
+            raise
         finally:
             if pid is not None:
                 self.busy.pop(pid, None)

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import Limits, cache_dir
-from .errors import TFLiteLabError, WorkerError
+from .errors import Cancelled, TFLiteLabError, WorkerError
 
 log = logging.getLogger("tflite_lab.worker")
 STARTUP_LIMIT_S = 180.0
@@ -128,6 +128,7 @@ def tree_rss_mb(pid: int, attempts: int = 3) -> float:
     raise MemoryPollError(f"cannot read the memory of process {pid}: {type(last).__name__}: {last}")
 
 
+TICK_S = 0.5             # progress is re-sent this often during a long step
 MAX_FAILED_POLLS = 8      # consecutive unreadable polls (~2 s) before a job is stopped unchecked
 
 
@@ -185,11 +186,13 @@ class WorkerPool:
             self._cv.notify()
 
     def run(self, job: str, progress=None, time_limit_s: float | None = None,
-            memory_limit_mb: float | None = None, label: str | None = None, **kwargs):
+            memory_limit_mb: float | None = None, label: str | None = None, cancel=None, **kwargs):
         """Run ``job`` (see ``_jobs``) with ``kwargs`` in a worker; return its result.
 
-        ``progress(step, elapsed_s)`` is called as the job reports its stages.
-        Raises the job's TFLiteLabError, or WorkerError on crash, timeout or memory overrun.
+        ``progress(step, elapsed_s)`` is called as the job reports its stages, and again with the
+        same step every ``TICK_S`` (elapsed time keeps moving; a Streamlit script can be stopped there).
+        ``cancel`` (a ``threading.Event``): once set, the worker is killed and Cancelled raised.
+        Raises the job's TFLiteLabError, Cancelled, or WorkerError on crash, timeout or memory overrun.
         """
         what = label or _label(job, kwargs)
         time_limit = time_limit_s or self.limits.job_time_s
@@ -201,7 +204,7 @@ class WorkerPool:
         start = time.monotonic()
         try:
             if not w.ready:
-                self._wait_ready(w, progress, start)
+                self._wait_ready(w, progress, start, cancel)
             job_id = next(self._ids)
             # The parent owns the workspace, so it is removed even when the worker is killed.
             workspace = tempfile.mkdtemp(prefix=f"tflite-lab-job{job_id}-")
@@ -209,13 +212,17 @@ class WorkerPool:
             started = time.monotonic()
             next_mem_check = 0.0
             failed_polls = 0
+            step, next_tick = None, started + TICK_S
             while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{what} was cancelled; its worker was stopped.")
                 if w.conn.poll(0.05):
                     try:
                         kind, _, payload = w.conn.recv()
                     except (EOFError, OSError):
                         raise WorkerError(_crash_message(what, w.death_reason(), kwargs)) from None
                     if kind == "progress":
+                        step, next_tick = payload, time.monotonic() + TICK_S
                         if progress:
                             progress(payload, time.monotonic() - started)
                         continue
@@ -225,6 +232,9 @@ class WorkerPool:
                         return payload
                     raise TFLiteLabError.from_dict(payload)
                 now = time.monotonic()
+                if progress and step is not None and now >= next_tick:
+                    next_tick = now + TICK_S
+                    progress(step, now - started)
                 if not w.alive():
                     time.sleep(0.05)
                     if w.conn.poll(0):
@@ -256,11 +266,16 @@ class WorkerPool:
             if workspace:
                 shutil.rmtree(workspace, ignore_errors=True)
 
-    def _wait_ready(self, w: _Worker, progress, start: float) -> None:
+    def _wait_ready(self, w: _Worker, progress, start: float, cancel=None) -> None:
         if progress:
             progress("start worker", 0.0)
-        failed_polls = 0
+        failed_polls, next_tick = 0, start + TICK_S
         while not w.conn.poll(0.1):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The job was cancelled while its worker was starting.")
+            if progress and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                progress("start worker", time.monotonic() - start)
             if not w.alive():
                 raise WorkerError(f"A worker process {w.death_reason()} while starting; see {w.log_path}.")
             if time.monotonic() - start > STARTUP_LIMIT_S:

@@ -6,16 +6,22 @@ from e2e_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, start_ser
 
 
 @pytest.fixture(scope="session")
-def server():
+def server_process():
+    """The streamlit process and its URL."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     proc = start_server(port, ARTIFACTS / "streamlit-server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
-        yield url
+        yield proc, url
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def server(server_process):
+    return server_process[1]
 
 
 @pytest.fixture(scope="session")

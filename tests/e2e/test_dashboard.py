@@ -1,10 +1,12 @@
-"""The dashboard in Chromium: upload, convert, compare, matrix, and a corrupt upload."""
+"""The dashboard in Chromium: upload, convert, compare, matrix (cancelled, then finished), and a corrupt upload."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import time
 
+import psutil
 import pytest
 from e2e_helpers import ARTIFACTS, ROOT
 from playwright.sync_api import Page, expect
@@ -74,13 +76,34 @@ def test_upload_convert_compare(page: Page):
     no_traceback(page)
 
 
-def test_matrix_on_a_small_model(page: Page):
+def workers(server_process) -> set[int]:
+    """The server's worker processes."""
+    proc = psutil.Process(server_process[0].pid)
+    return {p.pid for p in proc.children(recursive=True) if "tflite_lab.worker" in " ".join(p.cmdline())}
+
+
+def test_matrix_on_a_small_model_cancelled_then_finished(page: Page, server_process):
     upload_model(page, SAMPLES / "diabetes_regressor_savedmodel.zip")
     expect(metric(page, "Format")).to_have_text("saved_model", timeout=SLOW_MS)
     open_page(page, "Matrix")
     expect(metric(page, "Supported")).to_have_text("13")
     page.get_by_role("button", name="Run matrix").click()
-    expect(page.get_by_text(re.compile(r"^Ran 13 cells in"))).to_be_visible(timeout=SLOW_MS)
+    expect(page.get_by_text(re.compile(r"^[1-9]\d? of 13 cells finished"))).to_be_visible(timeout=SLOW_MS)
+    running = workers(server_process)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text("The matrix run was cancelled and its worker stopped")).to_be_visible(timeout=30_000)
+    deadline = time.monotonic() + 10
+    while running <= workers(server_process) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running <= workers(server_process), "the cancelled cells' worker processes are stopped"
+    no_traceback(page)
+    rest = page.get_by_role("button", name=re.compile(r"^Run \d+ remaining cells$"))
+    expect(rest).to_be_visible()
+    left = int(re.search(r"\d+", rest.inner_text()).group())
+    assert 0 < left < 13
+    expect(metric(page, "Errors")).to_have_text("0")         # a cancel is not a failure
+    rest.click()
+    expect(page.get_by_text(re.compile(rf"^Ran {left} cells in"))).to_be_visible(timeout=SLOW_MS)
     expect(metric(page, "Computed")).to_have_text("13")
     table = page.get_by_test_id("stDataFrame").first
     expect(table).to_be_visible()

@@ -145,8 +145,8 @@ def test_a_task_over_its_time_limit_is_cancelled(ray_executor, fresh_digits):
     t0 = time.monotonic()
     with pytest.raises(WorkerError) as e:
         ray_executor.run("cell", prepared=fresh_digits, route="saved_model", optimization="int8", bench=NO_BENCH,
-                         time_limit_s=0.3)
-    assert e.value.user_message == ("Converting saved_model-int8 ran longer than the limit of 0.3 s and was stopped. "
+                         time_limit_s=0.1)      # its conversion lasts ~0.4 s on a quiet machine
+    assert e.value.user_message == ("Converting saved_model-int8 ran longer than the limit of 0.1 s and was stopped. "
                                     "Raise TFLITE_LAB_JOB_TIME_S for larger models.")
     assert time.monotonic() - t0 < 30
     assert seen

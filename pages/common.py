@@ -570,6 +570,15 @@ def report_download(run_ids: list[str], key: str) -> None:
                        help="One self-contained file: opens offline in any browser.")
 
 
+def link_and_report(run_id: str, key: str) -> None:
+    """A run's 'Copy link' and its HTML report side by side (Matrix, Debug)."""
+    a, b, _ = st.columns([1, 1, 4])
+    with a:
+        copy_link(run_id, key=f"{key}_link")
+    with b:
+        report_download([run_id], key=f"{key}_report")
+
+
 @st.cache_resource(show_spinner=False)
 def _plotly_js_bytes() -> int:
     import plotly.offline

@@ -52,11 +52,7 @@ if result is None:
 for n in result["notes"]:
     st.info(n, icon=":material/info:")
 if result.get("run_id"):
-    a, b, _ = st.columns([1, 1, 4])
-    with a:
-        common.copy_link(result["run_id"], key="debug_link")
-    with b:
-        common.report_download([result["run_id"]], key="debug_report")
+    common.link_and_report(result["run_id"], key="debug")
 layers = pd.DataFrame(result["layers"])
 metric = result["metric"]
 label = {"rmse_per_scale": "RMSE / scale", "noise_added": "noise added"}[metric]

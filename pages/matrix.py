@@ -99,11 +99,7 @@ best = charts.best_cell(rows)
 if best:
     st.success(f"Best: **{best}**, the smallest model within tolerance.", icon=":material/star:")
 if ss.get("lab_matrix_run"):
-    a, b, _ = st.columns([1, 1, 4])
-    with a:
-        common.copy_link(ss["lab_matrix_run"], key="matrix_link")
-    with b:
-        common.report_download([ss["lab_matrix_run"]], key="matrix_report")
+    common.link_and_report(ss["lab_matrix_run"], key="matrix")
 y_label = "max abs error"
 metrics = {r["accuracy_metric"] for r in rows if r.get("accuracy") is not None}
 if metrics:     # labelled samples: the task's own error is a choice of axis

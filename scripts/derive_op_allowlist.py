@@ -209,6 +209,18 @@ def _ops(folder: str) -> set[str]:
     return set(graph_policy.check_graph(graph_policy.parse_saved_model(folder)).reached)
 
 
+
+def _record(case: str, folder: str, derived: dict, failed: list) -> None:
+    """Ops of an export that converts become allowed (with the case as their source); else the failure is noted."""
+    ok, why = _convert_ok(folder)
+    ops = _ops(folder)
+    if ok:
+        for op in sorted(ops):
+            derived.setdefault(op, case.replace(" ", ":", 1))
+    else:
+        failed.append(f"{case}: {why} (ops {sorted(ops - derived.keys() - STRUCTURAL.keys())})")
+    print(f"{case}: {'ok' if ok else 'FAILED ' + why}", flush=True)
+
 def main() -> None:
     import tensorflow as tf
     import keras
@@ -226,14 +238,7 @@ def main() -> None:
         except Exception as e:
             failed.append(f"tf {name}: export failed ({str(e).splitlines()[0][:100]})")
             continue
-        ok, why = _convert_ok(folder)
-        ops = _ops(folder)
-        if ok:
-            for op in sorted(ops):
-                derived.setdefault(op, f"tf:{name}")
-        else:
-            failed.append(f"tf {name}: {why} (ops {sorted(ops - derived.keys() - STRUCTURAL.keys())})")
-        print(f"tf {name}: {'ok' if ok else 'FAILED ' + why}", flush=True)
+        _record(f"tf {name}", folder, derived, failed)
     for name, build in keras_cases():
         keras.utils.set_random_seed(0)
         folder = str(tmp / f"keras_{name}")
@@ -248,14 +253,7 @@ def main() -> None:
             failed.append(f"keras {name}: export failed ({str(e).splitlines()[0][:100]})")
             print(f"keras {name}: export FAILED {e}", flush=True)
             continue
-        ok, why = _convert_ok(folder)
-        ops = _ops(folder)
-        if ok:
-            for op in sorted(ops):
-                derived.setdefault(op, f"keras:{name}")
-        else:
-            failed.append(f"keras {name}: {why} (ops {sorted(ops - derived.keys() - STRUCTURAL.keys())})")
-        print(f"keras {name}: {'ok' if ok else 'FAILED ' + why}", flush=True)
+        _record(f"keras {name}", folder, derived, failed)
     derived = {op: src for op, src in derived.items() if op not in STRUCTURAL and op not in CHECKPOINT_OPS
                and not any(op in v for v in RISKS_BY_KIND.values())}
     write_module(derived, failed)

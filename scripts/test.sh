@@ -9,4 +9,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
 fi
-exec .venv/bin/python -m pytest -q -rfEx --durations=15 "$@"
+# Two processes, one file each at a time: most tests wait on worker processes, browsers and
+# subprocesses, so two keep both cores busy. Timing-sensitive checks compare within one test.
+exec .venv/bin/python -m pytest -q -rfEx --durations=15 -n 2 --dist loadgroup "$@"

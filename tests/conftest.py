@@ -10,6 +10,14 @@ import pytest
 from lab_helpers import ROOT, SAMPLES, run_cli, zip_folder  # noqa: F401
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (``--dist loadgroup``), each file runs in one process, so its module fixtures
+    (prepared models, worker pools) are built once; the browser tests share one server."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("e2e" if path.startswith("tests/e2e/") else path))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_store(tmp_path_factory):
     """Every test session gets its own content-addressed store (no cross-run cache hits)."""

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from .metrics import finite_or_inf as _num
+
 ORIGINAL_COLOR = "#636EFA"
 TFLITE_COLOR = "#EF553B"
 PASS_COLOR = "#00A86B"
@@ -356,14 +358,6 @@ def best_cell(rows: list[dict]) -> str | None:
         return None
     key = lambda r: (r["size_bytes"], _num(r.get("max_abs_error")), _num(r.get("latency_ms")))  # noqa: E731
     return min(ok, key=key)["cell"]
-
-
-def _num(x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.inf
-    return v if math.isfinite(v) else math.inf
 
 
 def pareto_figure(rows: list[dict], y_label: str = "max abs error") -> go.Figure:

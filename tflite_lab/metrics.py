@@ -348,3 +348,12 @@ def accuracy_check(acc: dict, min_delta: float) -> dict:
     from .types import json_number
     return {"metric": "min_accuracy_delta", "bound": min_delta, "value": json_number(value), "ok": ok,
             "why": f"set by you ({what})"}
+
+
+def finite_or_inf(x) -> float:
+    """A number to rank by, smallest best: NaN, inf and missing values rank last (never first)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.inf
+    return v if math.isfinite(v) else math.inf

@@ -209,6 +209,10 @@ def load_source(data: bytes, filename: str, *, limits: Limits | None = None,
     fmt = detect_format(data, name)
     if fmt is SourceFormat.KERAS:   # Keras inflates its own zip: same bomb limits as SavedModel zips
         check_zip_limits(data, limits, name)
+        config = _keras_zip_config(data)
+        if config is not None:      # code layers and paths refused at once, before a worker starts
+            check_keras_config(config, name)   # (the worker checks again, and checks what this cannot)
+            check_keras_paths(config, name)
     sha = hashlib.sha256(data).hexdigest()
     root = (store or cache_dir()) / "models" / sha
     filenames = {SourceFormat.KERAS: "model.keras", SourceFormat.H5: "model.h5",
@@ -259,6 +263,17 @@ def source_from_path(path: str | Path, *, limits: Limits | None = None, store: P
 
 
 # ---- what a Keras file would deserialize, read without deserializing it ----
+
+def _keras_zip_config(data: bytes) -> dict | None:
+    """The config of a .keras zip when it reads as JSON (plain Python: safe in the server), else None
+    and the worker reports what is wrong with the file."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            config = json.loads(zf.read("config.json"))
+        return config if isinstance(config, dict) else None
+    except Exception:  # zipfile/json raise many types on corrupt files
+        return None
+
 
 def read_keras_config(source: ModelSource) -> dict:
     """The model config stored in a .keras or .h5 file, as JSON, without building anything."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SourceError, TFLiteLabError
+from .metrics import finite_or_inf as _num
 
 MODEL_SUFFIXES = (".keras", ".h5", ".zip")
 
@@ -99,14 +100,6 @@ def model_names(paths: list[Path]) -> list[str]:
 
 
 # ---- the summary ----
-
-def _num(x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.inf
-    return v if math.isfinite(v) else math.inf
-
 
 def _worst(cell: dict) -> float | None:
     from .metrics import worst

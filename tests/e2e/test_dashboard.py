@@ -77,9 +77,15 @@ def test_upload_convert_compare(page: Page):
 
 
 def workers(server_process) -> set[int]:
-    """The server's worker processes."""
-    proc = psutil.Process(server_process[0].pid)
-    return {p.pid for p in proc.children(recursive=True) if "tflite_lab.worker" in " ".join(p.cmdline())}
+    """The server's live worker processes (a killed one not yet reaped is a zombie: gone)."""
+    live = set()
+    for p in psutil.Process(server_process[0].pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "tflite_lab.worker" in " ".join(p.cmdline()):
+                live.add(p.pid)
+        except psutil.Error:
+            pass                # exited while listed
+    return live
 
 
 def test_matrix_on_a_small_model_cancelled_then_finished(page: Page, server_process):

@@ -8,6 +8,7 @@ conversion works.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -20,7 +21,8 @@ import pytest
 from lab_helpers import ROOT, SAMPLES, run_cli, zip_folder
 from tflite_lab.errors import SourceError
 from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json
-from tflite_lab.sources import source_from_path
+from tflite_lab.sources import detect_format, source_from_path
+from tflite_lab.types import ModelSource
 from tflite_lab.worker import WorkerPool
 
 # model -> fragments of the one-line refusal (op name and risk words)
@@ -167,15 +169,35 @@ def test_allowed_savedmodels_are_described_from_the_protobuf(pool, tiny_models):
 
 @pytest.mark.parametrize("name", list(KERAS_CASES) + list(TFLITE_CASES))
 def test_keras_hdf5_and_tflite_refused_before_they_open(corpus, pool, tmp_path, name):
+    """Refused where the file is taken in (a .keras config is plain JSON, checked in the server) or
+    else in the worker, before Keras or LiteRT opens it; and the worker refuses it on its own too,
+    should the file reach it by another way."""
     store = tmp_path / "store"
-    src = source_json(source_from_path(corpus["models"] / name, store=store))
-    with pytest.raises(SourceError) as ei:
-        pool.run("describe", source=src)
-    msg = ei.value.user_message
-    assert ei.value.exit_code == 2 and "\n" not in msg
+    path = corpus["models"] / name
+    errors = []
+    try:
+        pool.run("describe", source=source_json(source_from_path(path, store=store)))
+    except SourceError as e:
+        errors.append(e)
+    data = path.read_bytes()
+    fmt = detect_format(data, name)
+    placed = store / "unchecked" / name
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(data)
+    unchecked = ModelSource(path=str(placed), format=fmt, sha256=hashlib.sha256(data).hexdigest(),
+                            size_bytes=len(data), filename=name)
+    try:
+        pool.run("describe", source=source_json(unchecked))
+    except SourceError as e:
+        errors.append(e)
+    assert len(errors) == 2, f"{name} was not refused at both stages"
+    assert errors[0].user_message == errors[1].user_message
+    msg = errors[0].user_message
+    assert errors[0].exit_code == 2 and "\n" not in msg
     for frag in FRAGMENTS[name]:
         assert frag in msg, (frag, msg)
-    assert_no_leak(corpus, msg, ei.value.detail, store)
+    for e in errors:
+        assert_no_leak(corpus, e.user_message, e.detail, store)
 
 
 @pytest.mark.parametrize("config, fragments", [

@@ -176,6 +176,25 @@ def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
                       dynamic, quantized, model.SubgraphsLength(), findings, notes)
 
 
+# What each recipe leaves in a .tflite when it took effect: a tensor of this dtype.
+RECIPE_DTYPES = {"dynamic": ("int8",), "float16": ("float16",), "int8": ("int8", "uint8"), "int16x8": ("int16",)}
+
+
+def recipe_not_applied(insp: Inspection, optimization: str) -> str | None:
+    """Why a quantizing recipe left the model as float32, or None when it took effect.
+
+    The converter applies a recipe silently where it does not pay: dynamic range skips weight
+    tensors under 1024 elements, so on a small model it produces the float model unchanged.
+    """
+    wanted = RECIPE_DTYPES.get(optimization)
+    if not wanted or any(t["dtype"] in wanted for t in insp.tensors):
+        return None
+    why = (" TFLite quantizes only weight tensors of 1024 elements or more, and this model has none."
+           if optimization == "dynamic" else "")
+    return (f"The {optimization} recipe changed nothing: the .tflite has no {'/'.join(wanted)} tensor, so it is the "
+            f"float32 model.{why}")
+
+
 def analyzer_report(tflite: bytes) -> str:
     """TensorFlow's own Analyzer text (it prints to stdout, so capture it)."""
     import tensorflow as tf

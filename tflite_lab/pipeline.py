@@ -353,7 +353,7 @@ def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = Benc
 
 def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
                      name: str = "The converted .tflite") -> dict:
-    from .inspect import inspect_tflite, refuse_unsafe
+    from .inspect import inspect_tflite, recipe_not_applied, refuse_unsafe
     from .metrics import compare_outputs, output_stats
     from .runtime import TFLiteModel
     progress("run tflite")
@@ -362,6 +362,9 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     insp = inspect_tflite(tflite, name)
     refuse_unsafe(insp, name)            # Flex and custom ops: refused with what they would do
     warnings = list(head["warnings"]) + insp.findings
+    unchanged = recipe_not_applied(insp, head["optimization"])
+    if unchanged:
+        warnings.append(unchanged)
     model = TFLiteModel(tflite, bench.threads, name, insp)
     in_map, out_map = model.match(sig)
     warnings += [n.removeprefix("warning: ") for n in model.match_notes if n.startswith("warning: ")]

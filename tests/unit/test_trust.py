@@ -284,3 +284,24 @@ def test_psnr_against_a_known_value():
     out = ref + np.where(np.arange(101) % 2, 0.01, -0.01)
     assert metrics.psnr_db(ref, out) == pytest.approx(40.0, abs=1e-9)
     assert OutputMetrics.from_json(_m("y", ref, out).to_json()).psnr_db == pytest.approx(40.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_recipe_that_changed_nothing_says_so(models):
+    """Dynamic range skips weight tensors under 1024 elements, silently: on embed16 (8x32 and 32x16
+    weights) its .tflite is the float one (same tensors, same size), and the report says why. Where the
+    recipe took effect (float16 here; dynamic on digits_cnn, whose dense kernel is large) it says nothing."""
+    from tflite_lab.inspect import inspect_tflite
+    from pathlib import Path
+    small = _prepared(models / "embed16.keras", count=8, seed=1)
+    dyn = run_cell(small, "saved_model", "dynamic", bench=NO_BENCH)
+    flt = run_cell(small, "saved_model", "none", bench=NO_BENCH)
+    dtypes = lambda r: sorted(t["dtype"] for t in inspect_tflite(Path(r["tflite_path"]).read_bytes()).tensors)  # noqa: E731
+    assert dtypes(dyn) == dtypes(flt) and abs(dyn["tflite_bytes"] - flt["tflite_bytes"]) < 64
+    assert any(w.startswith("The dynamic recipe changed nothing") and "1024 elements" in w for w in dyn["warnings"])
+    assert not any("changed nothing" in w for w in flt["warnings"])
+    f16 = run_cell(small, "saved_model", "float16", bench=NO_BENCH)
+    assert not any("changed nothing" in w for w in f16["warnings"])
+    big = run_cell(_prepared(SAMPLES / "digits_cnn.keras", count=8, seed=1), "saved_model", "dynamic", bench=NO_BENCH)
+    assert any(t["dtype"] == "int8" for t in inspect_tflite(Path(big["tflite_path"]).read_bytes()).tensors)
+    assert not any("changed nothing" in w for w in big["warnings"])

@@ -102,7 +102,7 @@ def worst_error(report: dict) -> float | None:
 
 
 def min_top1(report: dict) -> float | None:
-    return metrics.worst((m["top1_agreement"] for m in report["metrics"]), lowest=True)
+    return metrics.headline_top1(report["metrics"])
 
 
 def reproduction(report: dict, prepared: dict) -> tuple[str, str]:

@@ -529,7 +529,7 @@ def cmd_matrix(args) -> int:
             name = rep.get("cell") or f"{rep['route']}-{rep['optimization']}"
             m = rep["outputs"]
             worst = metrics.worst(o["max_abs_error"] for o in m)          # NaN anywhere stays NaN
-            top1 = metrics.worst((o["top1_agreement"] for o in m), lowest=True)
+            top1 = metrics.headline_top1(m)
             lat = (rep["latency_ms"].get("tflite") or {}).get("median")
             status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))

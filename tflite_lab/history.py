@@ -479,12 +479,12 @@ def _worst(values, lowest=False):
 
 def summarize(report: dict) -> dict:
     """The headline numbers of one judged cell report (NaN kept as 'nan')."""
+    from .metrics import headline_top1
     lat = ((report.get("latency") or {}).get("tflite") or {})
     metrics = report.get("metrics") or []
     return _clean({
         "max_abs_error": _worst(float(m["max_abs_error"]) for m in metrics) if metrics else None,
-        "min_top1": _worst((None if m.get("top1_agreement") is None else float(m["top1_agreement"])
-                            for m in metrics), lowest=True) if metrics else None,
+        "min_top1": headline_top1(metrics) if metrics else None,
         "latency_ms": lat.get("median_ms"), "threads": lat.get("threads"),
         "failures": report.get("failures", []),
     })

@@ -400,8 +400,7 @@ def _summary(report: dict) -> dict:
     acc = report.get("accuracy") or {}
     return {"tflite_bytes": report["tflite_bytes"],
             "max_abs_error": json_number(metrics.worst(float(o["max_abs_error"]) for o in m)),
-            "top1_agreement": json_number(metrics.worst((None if o["top1_agreement"] is None else float(o["top1_agreement"])
-                                                         for o in m), lowest=True)),
+            "top1_agreement": json_number(metrics.headline_top1(m)),
             "accuracy": acc.get("tflite"), "ok": report["ok"], "failures": report.get("failures", [])}
 
 

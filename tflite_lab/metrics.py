@@ -175,6 +175,15 @@ def worst(values, lowest: bool = False) -> float | None:
     return min(vals) if lowest else max(vals)
 
 
+def headline_top1(outputs) -> float | None:
+    """The lowest top-1 agreement over the classifier outputs, NaN-aware: a regression output's
+    argmax means nothing, so a box head's 0.958 must not stand for a classifier at 1.000. None
+    when no output is a classifier. ``outputs``: per-output metric dicts (a record without its
+    task counts, as older reports did)."""
+    return worst((None if o.get("top1_agreement") is None else float(o["top1_agreement"])
+                  for o in outputs if o.get("task", "classification") == "classification"), lowest=True)
+
+
 @dataclass(frozen=True)
 class Check:
     """One tolerance applied to one output."""

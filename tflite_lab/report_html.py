@@ -196,9 +196,8 @@ def matrix_section(run: dict, figs: _Figures) -> str:
 
 
 def _top1(rep: dict):
-    from .metrics import worst
-    vals = [m.get("top1_agreement") for m in rep.get("metrics", [])]
-    return worst((None if v is None else float(v) for v in vals), lowest=True) if vals else None
+    from .metrics import headline_top1
+    return headline_top1(rep.get("metrics", []))
 
 
 def _generic_table(rows: list[dict], cls: str) -> str:

@@ -92,3 +92,14 @@ def test_reported_metrics_recomputed_with_numpy(tmp_path):
             assert o["top1_agreement"] == pytest.approx(np.mean(a.argmax(1) == b.argmax(1)))
         else:
             assert o["top1_agreement"] is None
+
+
+def test_headline_top1_is_over_classifier_outputs_only():
+    """A 3-wide box head's argmax agreement (0.5) must not stand for the classifier's (1.0); NaN stays."""
+    from tflite_lab.metrics import headline_top1
+    outs = [{"name": "box", "task": "regression", "top1_agreement": 0.5},
+            {"name": "cls", "task": "classification", "top1_agreement": 1.0}]
+    assert headline_top1(outs) == 1.0
+    assert headline_top1(outs[:1]) is None
+    assert math.isnan(headline_top1(outs + [{"task": "classification", "top1_agreement": "nan"}]))
+    assert headline_top1([{"top1_agreement": 0.9}]) == 0.9          # an older record without its task

@@ -367,9 +367,13 @@ def _serve(fd: int) -> None:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            return
+            msg = None
         if msg is None:
-            return
+            # Nothing is left to clean (each job's workspace is gone); TensorFlow's own teardown at
+            # interpreter exit takes 1-3 s, which every CLI run would wait for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         job_id, name, kwargs, workspace = msg
         os.chdir(workspace)
         tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder

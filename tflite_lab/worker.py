@@ -198,6 +198,9 @@ class WorkerPool:
         time_limit = time_limit_s or self.limits.job_time_s
         mem_limit = memory_limit_mb or self.limits.job_memory_mb
         w = self._acquire()
+        if cancel is not None and cancel.is_set():      # cancelled while waiting for a worker: keep it
+            self._release(w, True)
+            raise Cancelled(f"{what} was cancelled before it started.")
         self.busy_pids.add(w.pid)
         healthy = False
         workspace = None

@@ -93,3 +93,13 @@ def test_a_cancelled_matrix_keeps_nothing_of_its_stopped_cells_and_they_are_pend
     assert cancelled.isdisjoint(done) and set(done) | cancelled == {c.id for c in cells}
     pending = {c.id for c in orchestrate.pending_cells("saved_model", done, failed)}
     assert cancelled <= pending, "a cancelled cell runs again on the next run"
+
+
+def test_a_job_cancelled_before_it_starts_leaves_its_worker_alone(pool_and_prepared):
+    pool, prepared = pool_and_prepared
+    ev = threading.Event()
+    ev.set()
+    before = {p.pid for p in psutil.Process().children() if p.is_running()}
+    with pytest.raises(Cancelled, match="was cancelled before it started"):
+        pool.run("cell", prepared=prepared, route="saved_model", optimization="int8", bench=OFF, cancel=ev)
+    assert before <= {p.pid for p in psutil.Process().children() if p.is_running()}, "no worker was killed"

@@ -157,9 +157,10 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                    help="HOST:PORT of a Ray cluster to join (default RAY_ADDRESS; without: a local Ray instance)")
 
 
-def _progress(enabled: bool, label: str = ""):
-    """Progress lines for a person at a terminal; scripts get a clean stderr (just the error line)."""
-    enabled = enabled and sys.stderr.isatty()
+def _progress(enabled: bool, label: str = "", force: bool = False):
+    """Progress lines for a person at a terminal (``force``: wherever stderr goes); scripts get a
+    clean stderr (just the error line)."""
+    enabled = force or (enabled and sys.stderr.isatty())
     t0 = time.monotonic()
     last = [None]
     def report(step, _elapsed=None):
@@ -643,7 +644,7 @@ def debug_table(result: dict) -> str:
 def cmd_zoo(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
     from . import orchestrate, zoo
-    from .pipeline import BenchSpec, SampleSpec, failed_cell_json, judge_report, report_json, source_json
+    from .pipeline import SampleSpec, failed_cell_json, judge_report, report_json, source_json
     from .sources import source_from_path
     from .store import Store
     args.task = []
@@ -658,7 +659,7 @@ def cmd_zoo(args) -> int:
     paths = zoo.find_models(args.models)
     models = [zoo.ZooModel(n, p, zoo.match_samples(p, samples_dir)) for n, p in zip(zoo.model_names(paths), paths)]
     bench = _bench(args)
-    say = _forced_progress() if args.progress else _progress(not args.json)
+    say = _progress(not args.json, force=args.progress)
     for m in models:                    # read in this process: an unreadable file is that model's row
         try:
             m.source = source_json(source_from_path(m.path, limits=limits))
@@ -746,13 +747,6 @@ def cmd_zoo(args) -> int:
         zoo.write_tables(rows, Path(args.report))
     print(json.dumps(result, indent=2) if args.json else zoo.text_table(rows))
     return EXIT_OK if all(r["within_tolerance"] for r in rows) else EXIT_TOLERANCE
-
-
-def _forced_progress():
-    t0 = time.monotonic()
-    def report(step, _elapsed=None):
-        print(f"[{time.monotonic() - t0:6.1f}s] {step}", file=sys.stderr, flush=True)
-    return report
 
 
 def cmd_inspect(args) -> int:

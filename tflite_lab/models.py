@@ -74,7 +74,8 @@ class OriginalModel:
     @property
     def batch(self) -> int | None:
         """The fixed batch of the inputs, or None when any batch goes."""
-        return int(self.signature.inputs[0].shape[0]) if self.signature.inputs[0].shape and self.signature.inputs[0].shape[0] else None
+        shape = self.signature.inputs[0].shape
+        return int(shape[0]) if shape and shape[0] else None
 
     def timed_call(self, one: dict[str, np.ndarray]):
         """A no-argument callable for latency: the model compiled for exactly ``one``'s shapes (a
@@ -93,8 +94,8 @@ class OriginalModel:
 
     def predict(self, arrays: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
         n = len(next(iter(arrays.values())))
-        fixed = self.signature.inputs[0].shape[0] if self.signature.inputs[0].shape else None
-        step = int(fixed) if fixed else batch_size
+        fixed = self.batch
+        step = fixed or batch_size
         parts = []
         for i in range(0, n, step):
             chunk = {k: v[i:i + step] for k, v in arrays.items()}

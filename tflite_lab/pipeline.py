@@ -183,7 +183,6 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     else:
         progress("export")
         from concurrent.futures import ThreadPoolExecutor
-        from .models import exported_saved_model
         # The export (mostly Python tracing) and the reference run (TensorFlow kernels) overlap on
         # two cores; latency is measured afterwards, on a quiet machine.
         with ThreadPoolExecutor(1) as ex:

@@ -273,18 +273,6 @@ def _death_reason(e: Exception) -> str:
 
 # ---- the task side (runs in a Ray worker process) ----
 
-def _rss_mb() -> float:
-    import psutil
-    me = psutil.Process()
-    total = 0
-    for p in [me] + me.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except Exception:
-            pass
-    return total / 2**20
-
-
 def _kill_children() -> None:
     import psutil
     for p in psutil.Process().children(recursive=True):
@@ -300,7 +288,8 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
     import shutil
     import tempfile
     import traceback
-    from .worker import _jobs
+    from .worker import MAX_FAILED_POLLS, MemoryPollError, _jobs, tree_rss_mb
+    failed_polls = 0
     yield "started", os.getpid()
     events: queue.Queue = queue.Queue()
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
@@ -328,7 +317,19 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
             try:
                 kind, payload = events.get(timeout=0.25)
             except queue.Empty:
-                rss = _rss_mb()
+                try:
+                    rss = tree_rss_mb(os.getpid())     # the local pool's poll: never 0 MB on a failed read
+                    failed_polls = 0
+                except MemoryPollError as e:        # as the local pool: stop once it stays unreadable
+                    failed_polls += 1
+                    if failed_polls < MAX_FAILED_POLLS:
+                        continue
+                    _kill_children()
+                    yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({e}), so the "
+                                                  f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
+                                    "kill": True}
+                    time.sleep(30)
+                    os._exit(1)
                 if rss > mem_limit_mb:
                     _kill_children()
                     yield "error", {**WorkerError(

@@ -38,10 +38,14 @@ def test_a_single_convert_states_its_timing_conditions(tiny_models, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: --threads must be at least 1")
 
 
-def test_keras_route_alone_makes_no_export_and_other_routes_export_on_demand(tiny_models, tmp_path):
+def test_keras_route_alone_makes_no_export_and_other_routes_export_on_demand(tiny_models, tmp_path, monkeypatch):
     """`convert --route keras` skipped nothing it uses, but exported a SavedModel it never read (CPU
     on two cores, in the P1 convert time); now only a route that reads the export makes it."""
     import shutil
+    from tflite_lab import pipeline
+    # Opened models are cached by sha256 per process: the same bytes opened by an earlier test of
+    # this process (from another store) would export beside that store's copy.
+    monkeypatch.setattr(pipeline, "_MODELS", {})
     from tflite_lab.pipeline import BenchSpec, SampleSpec, prepare, run_cell, source_json
     from tflite_lab.sources import source_from_path
     store = str(tmp_path / "store")

@@ -310,9 +310,10 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
 
 def run_cell(prepared: dict, route: Route | str, optimization: Optimization | str, *, int8_io: bool = False,
              bench: BenchSpec = BenchSpec(), store_root: str | None = None, limits: Limits | None = None,
-             progress=_noop) -> dict:
+             progress=_noop, targets: dict | None = None) -> dict:
     """Convert one route x recipe cell, run it on the prepared samples and measure it.
 
+    ``targets``: ``{name: options}`` of deployment targets to run the cell on (see targets/).
     Returns the report (see ``report_json``); a refused or failed cell raises the project's errors.
     """
     job_start = time.time()         # the job's wall-clock window: a bench phase must not overlap it
@@ -335,23 +336,25 @@ def run_cell(prepared: dict, route: Route | str, optimization: Optimization | st
         "calls": result.calls, "command": result.command, "warnings": list(result.warnings),
         # A cached cell keeps the earlier run's convert time, labelled with that run's date.
         "cached": result.cached, "cached_at": result.created_at if result.cached else None,
-        "converted_at": result.created_at, "converter_log": result.log, "convert_s": result.convert_s})
+        "converted_at": result.created_at, "converter_log": result.log, "convert_s": result.convert_s},
+        targets=targets, store_root=store_root)
     return {**report, "job_window": [job_start, time.time()]}
 
 
 def run_provided(prepared: dict, tflite_source: dict, *, bench: BenchSpec = BenchSpec(),
-                 store_root: str | None = None, progress=_noop) -> dict:
+                 store_root: str | None = None, progress=_noop, targets: dict | None = None) -> dict:
     """Compare a .tflite the user brought against its original (no conversion)."""
     store = Store(store_root)
     data = Path(tflite_source["path"]).read_bytes()
     return _evaluate_tflite(prepared, data, tflite_source["path"], bench, store, progress, {
         "route": None, "optimization": "provided", "int8_io": False, "calls": [], "command": "", "reproduce": None,
         "warnings": [], "cached": False, "cached_at": None, "converted_at": None, "converter_log": "",
-        "convert_s": 0.0}, tflite_source["filename"])
+        "convert_s": 0.0}, tflite_source["filename"], targets=targets, store_root=store_root)
 
 
 def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec, store: Store, progress, head: dict,
-                     name: str = "The converted .tflite") -> dict:
+                     name: str = "The converted .tflite", *, targets: dict | None = None,
+                     store_root: str | None = None) -> dict:
     from .inspect import inspect_tflite, recipe_not_applied, refuse_unsafe
     from .metrics import compare_outputs, output_stats
     from .runtime import TFLiteModel
@@ -389,6 +392,13 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     pred_key = hashlib.sha256(tflite).hexdigest()[:24] + "-" + prepared["samples_sha"][:16]
     pred_path = store.path("predictions", pred_key, ".npz")
     np.savez(pred_path, **candidate)
+    target_reports = {}
+    if targets:
+        from .targets import TargetInput, run_targets
+        progress("targets")
+        target_reports = run_targets(targets, TargetInput(
+            tflite_path, prepared["samples_path"], prepared["reference_path"], prepared["signature"],
+            dict(in_map), dict(out_map), store_root))
     latency = {"original": None, "tflite": None}
     if bench.enabled:
         # Timed after the conversion, in this job, with nothing else of this run converting; a
@@ -410,7 +420,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "tflite_path": tflite_path, "samples_path": prepared["samples_path"],
         "reference_path": prepared["reference_path"], "predictions_path": str(pred_path),
         "labels_path": (prepared.get("labels") or {}).get("path"),
-        "inspection": insp.to_json(), "source": src,
+        "inspection": insp.to_json(), "source": src, "targets": target_reports,
         # The load/reference timings belong to the run that prepared the model (maybe an earlier one).
         "prepared_at": prepared.get("created_at"), "prepared_cached": bool(prepared.get("cached")),
     }
@@ -446,8 +456,10 @@ def judge_report(report: dict, tolerances: Tolerances | None = None) -> dict:
     if report.get("reference_path") is None:
         bad = [s for s in report.get("output_stats", []) if s["nonfinite"]]
         failures = [f"{s['name']}: {s['nonfinite']} of the outputs are NaN or inf" for s in bad]
-        return {**report, "ok": not failures, "verdict": "fail" if failures else NO_REFERENCE,
-                "failures": failures, "tolerances": tol.to_json()}
+        targets, target_fail = _judge_targets(report, tol, opt)
+        return {**report, "ok": not failures and not target_fail, "verdict": "fail" if failures else NO_REFERENCE,
+                "failures": failures + target_fail, "tolerances": tol.to_json(),
+                **({"targets": targets} if targets else {})}
     metrics = [OutputMetrics.from_json(m) for m in report["metrics"]]
     v = judge(metrics, opt, tol)
     accuracy, acc_fail = _judge_accuracy(report.get("accuracy"), tol)
@@ -458,8 +470,18 @@ def judge_report(report: dict, tolerances: Tolerances | None = None) -> dict:
                        "checks": [c.to_json() for c in v.checks if c.output == m["name"]],
                        "not_applied": v.notes.get(m["name"], [])})
     ok = v.ok and not acc_fail
-    return {**report, "metrics": judged, "ok": ok, "verdict": "pass" if ok else "fail", "accuracy": accuracy,
-            "failures": v.failures + acc_fail, "tolerances": tol.to_json()}
+    targets, target_fail = _judge_targets(report, tol, opt)
+    return {**report, "metrics": judged, "ok": ok and not target_fail, "verdict": "pass" if ok else "fail",
+            "accuracy": accuracy, "failures": v.failures + acc_fail + target_fail, "tolerances": tol.to_json(),
+            **({"targets": targets} if targets else {})}
+
+
+def _judge_targets(report: dict, tol: Tolerances, opt: Optimization) -> tuple[dict, list[str]]:
+    """Each deployment target judged with the cell's tolerances (targets.judge_targets)."""
+    if not report.get("targets"):
+        return {}, []
+    from .targets import judge_targets
+    return judge_targets(report, tol, opt)
 
 
 def _judge_accuracy(accuracy: dict | None, tol: Tolerances) -> tuple[dict | None, list[str]]:
@@ -493,9 +515,15 @@ def report_json(report: dict) -> dict:
         "cached_at": report.get("cached_at"), "converted_at": report.get("converted_at"),
         "prepared_at": report.get("prepared_at"),
         "tolerances": report.get("tolerances"),
+        **({"targets": _public_targets(report["targets"])} if report.get("targets") else {}),
         **{k: report[k] for k in ("cell", "quantizer", "keep_float", "keep_float_ops", "float_ops", "float_cost_bytes")
            if k in report},
     }
+
+
+def _public_targets(targets: dict) -> dict:
+    from .targets import public_targets
+    return public_targets(targets)
 
 
 def failed_cell_json(route: str, optimization: str, error: TFLiteLabError) -> dict:

@@ -19,7 +19,7 @@ import streamlit as st
 
 from tflite_lab import orchestrate
 from tflite_lab.config import cache_dir
-from tflite_lab.errors import TFLiteLabError
+from tflite_lab.errors import TFLiteLabError, wrapped
 from tflite_lab.executor import default_executor
 from tflite_lab.orchestrate import Cell, CellJob, cell_id, failure_record  # noqa: F401  (pages use them)
 from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, source_json
@@ -234,7 +234,7 @@ def executor_label() -> str:
     try:
         return executor().describe()
     except TFLiteLabError as e:
-        return f"unavailable: {e.user_message}"
+        return wrapped("unavailable: ", e.user_message)
 
 
 def run_job(job: str, progress=None, cancel=None, **kwargs):
@@ -414,7 +414,7 @@ def record(kind: str, cells: list[str], prepared: dict, failed: dict | None = No
         run_id = record_run(kind, [judged(c) for c in cells], prepared, origin="dashboard", failed=failed,
                             samples_description=samples().label if original() else None)
     except HistoryError as e:
-        st.warning(f"Not recorded in the run history: {e.user_message}", icon=":material/history:")
+        st.warning(wrapped("Not recorded in the run history: ", e.user_message), icon=":material/history:")
         return None
     if kind == "matrix":
         ss["lab_matrix_run"] = run_id
@@ -434,7 +434,7 @@ def record_debug(result: dict, prepared: dict) -> str | None:
         result["run_id"] = record_run("debug", [result["model"]], prepared, origin="dashboard", extra=extra,
                                       samples_description=samples().label)
     except HistoryError as e:
-        st.warning(f"Not recorded in the run history: {e.user_message}", icon=":material/history:")
+        st.warning(wrapped("Not recorded in the run history: ", e.user_message), icon=":material/history:")
         return None
     return result["run_id"]
 
@@ -559,7 +559,7 @@ def report_download(run_ids: list[str], key: str) -> None:
         with history() as h:
             stamp = "|".join(f"{(r or {}).get('note')}{(r or {}).get('reviewer')}" for r in h.runs_by_id(run_ids))
     except HistoryError as e:
-        st.caption(f"No report: {e.user_message}")
+        st.caption(wrapped("No report: ", e.user_message))
         return
     ids = tuple(run_ids)
     built = _REPORTS.get((ids, stamp))

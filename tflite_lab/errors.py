@@ -6,6 +6,39 @@ from a worker) for the operator. The CLI maps each class to an exit code; pages 
 """
 from __future__ import annotations
 
+import re
+
+
+# Names that keep their capital inside a sentence although they look like ordinary words.
+PROPER_NAMES = frozenset({"Keras", "Ray", "Python", "NumPy", "Flex", "Select", "Streamlit", "Linux", "Chromium",
+                          "LiteRT", "TensorFlow", "TFLite", "TFLM", "SavedModel", "I"})
+
+
+def mid_sentence(text, *, drop_period: bool = False) -> str:
+    """``text`` (a message, a name) as it reads inside another sentence: "LiteRT cannot prepare the
+    converted .tflite", "Latency not measured: the benchmark failed". Its first letter is lower-cased
+    unless its first word is a proper name or an acronym or identifier (LiteRT, TFLM, Conv2D,
+    MobileNetV2.keras, 'x'). ``drop_period``: without its final period (inside parentheses).
+    """
+    s = " ".join(str(text).split())
+    if drop_period and s.endswith(".") and not s.endswith(".."):
+        s = s[:-1]
+    m = re.match(r"[A-Za-z][\w'./-]*", s)
+    if not m:
+        return s
+    word = m.group(0).rstrip(".")
+    plain = word.replace("'", "")
+    if (word in PROPER_NAMES or not plain.isalpha() or not word[0].isupper()
+            or any(c.isupper() for c in word[1:])):
+        return s
+    return s[0].lower() + s[1:]
+
+
+def wrapped(prefix: str, message, suffix: str = "") -> str:
+    """``prefix`` + a whole message made part of the sentence (see ``mid_sentence``) + ``suffix``;
+    a message inside parentheses loses its final period (``suffix`` starting with ")")."""
+    return f"{prefix}{mid_sentence(message, drop_period=suffix.startswith(')'))}{suffix}"
+
 
 class TFLiteLabError(Exception):
     """Base of all errors meant for a user. ``exit_code`` follows the CLI contract."""

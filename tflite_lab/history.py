@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .config import cache_dir, home_dir
-from .errors import HistoryError
+from .errors import HistoryError, wrapped
 
 SCHEMA_VERSION = 3
 DB_NAME = "history.sqlite"
@@ -139,7 +139,7 @@ class History:
                     time.sleep(0.05)
                     continue
                 self.db.close()
-                raise (HistoryError(f"The run history {self.path} stayed locked for {timeout_s:.0f} s ({e}).")
+                raise (HistoryError(wrapped(f"The run history {self.path} stayed locked for {timeout_s:.0f} s (", e, ")."))
                        if _busy(e) else self._refuse(e)) from None
             except sqlite3.DatabaseError as e:
                 self.db.close()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import Cancelled, TFLiteLabError
+from .errors import Cancelled, TFLiteLabError, wrapped
 from .types import SourceFormat
 
 RETRIED_KINDS = ("WorkerError",)    # a crash or timeout may be the machine's; refusals and conversion failures are results
@@ -217,7 +217,7 @@ def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict |
         except TFLiteLabError as e:
             for j in group:
                 done[j.key] = {**done[j.key], "warnings": list(done[j.key].get("warnings", []))
-                               + [f"Latency not measured: {e.user_message}"]}
+                               + [wrapped("Latency not measured: ", e.user_message)]}
         else:
             for j in group:
                 done[j.key] = {**done[j.key], "latency": {"original": timed["original"], "tflite": timed["tflite"][j.key],

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .errors import ConversionError, UnsupportedCombination
+from .errors import ConversionError, UnsupportedCombination, wrapped
 from .types import Optimization, Route
 
 _CAL: dict[str, object] = {}        # per worker: the last calibration, reused by the sweep
@@ -123,7 +123,7 @@ def run_aeq_cell(prepared: dict, opt: Optimization, *, keep_float=(), keep_float
                                          progress=progress)
         except Exception as e:      # aeq raises many types; all mean "this quantization failed"
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ConversionError(f"ai-edge-quantizer failed on {opt.value}: {first}", detail=repr(e)) from None
+            raise ConversionError(wrapped(f"ai-edge-quantizer failed on {opt.value}: ", first), detail=repr(e)) from None
         store.put_bytes("tflite", key, ".tflite", tflite)
     floats = check_result(tflite, keep, ops) if (keep or ops) else []
     cost = None
@@ -165,7 +165,7 @@ def run_aeq_debug(prepared: dict, opt: Optimization, *, int8_io=False, tolerance
                                     progress=progress)
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"ai-edge-quantizer failed on {opt.value}: {first}", detail=repr(e)) from None
+        raise ConversionError(wrapped(f"ai-edge-quantizer failed on {opt.value}: ", first), detail=repr(e)) from None
     quant_path = store.put_bytes("tflite", key_of(kind="aeq-debug", base=hashlib_sha(quant)), ".tflite", quant)
     accumulated = accumulated_statistics(float_result.tflite, quant, samples, input_keys, progress=progress)
     fgraph = op_graph(float_result.tflite)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from .config import Limits, cache_dir
-from .errors import Cancelled, TFLiteLabError, WorkerError
+from .errors import Cancelled, TFLiteLabError, WorkerError, mid_sentence
 from .executor import Executor
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -325,7 +325,7 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
                     if failed_polls < MAX_FAILED_POLLS:
                         continue
                     _kill_children()
-                    yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({e}), so the "
+                    yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
                                                   f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
                                     "kill": True}
                     time.sleep(30)

@@ -447,5 +447,6 @@ def write_report(runs: list[dict], out: str | Path) -> tuple[str, int]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text)
     except OSError as e:
-        raise TFLiteLabError(f"Cannot write the report to {path}: {e.strerror or e}.") from None
+        from .errors import wrapped
+        raise TFLiteLabError(wrapped(f"Cannot write the report to {path}: ", e.strerror or e, ".")) from None
     return str(path), len(text)

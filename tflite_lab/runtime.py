@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .errors import ConversionError, SignatureError
+from .errors import ConversionError, SignatureError, mid_sentence
 from .signature import tflite_signature
 from .types import Signature, TensorInfo
 
@@ -47,12 +47,12 @@ class TFLiteModel:
         try:
             self.interpreter = Interpreter(model_content=tflite, num_threads=threads)
         except Exception as e:
-            raise ConversionError(f"LiteRT cannot load {name}: {_line(e)}", detail=str(e)) from None
+            raise ConversionError(f"LiteRT cannot load {mid_sentence(name)}: {mid_sentence(_line(e))}", detail=str(e)) from None
         try:
             # Before any signature runner exists: later it refuses ("reference to internal data").
             self.interpreter.allocate_tensors()
         except Exception as e:
-            raise ConversionError(f"LiteRT cannot prepare {name}: {_line(e)}", detail=str(e)) from None
+            raise ConversionError(f"LiteRT cannot prepare {mid_sentence(name)}: {mid_sentence(_line(e))}", detail=str(e)) from None
         self.signature = tflite_signature(self.interpreter)
         sigs = self.interpreter.get_signature_list()
         self.runner = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Limits
-from .errors import SampleError
+from .errors import SampleError, wrapped
 from .types import Signature, TensorInfo, sha256_arrays
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -74,7 +74,7 @@ def conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits 
         return _conform(arrays, signature, limits, origin)
     except SampleError as e:
         if origin and origin != "file" and not e.user_message.startswith(origin):
-            raise SampleError(f"{origin}: {e.user_message}") from None
+            raise SampleError(wrapped(f"{origin}: ", e.user_message)) from None
         raise
 
 
@@ -132,7 +132,7 @@ def _load_npy(data: bytes, name: str) -> np.ndarray:
         if "pickle" in str(e).lower():
             raise SampleError(f"{name} holds pickled Python objects; they are never loaded. "
                               "Save a plain numeric array with np.save.") from None
-        raise SampleError(f"{name} is not a valid .npy file ({e}).") from None
+        raise SampleError(wrapped(f"{name} is not a valid .npy file (", e, ").")) from None
     except Exception as e:
         raise SampleError(f"{name} is not a valid .npy file ({type(e).__name__}).") from None
 
@@ -144,7 +144,7 @@ def _load_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise SampleError(f"{name} holds pickled Python objects; they are never loaded.") from None
-        raise SampleError(f"{name} is not a valid .npz file ({e}).") from None
+        raise SampleError(wrapped(f"{name} is not a valid .npz file (", e, ").")) from None
     except Exception as e:
         raise SampleError(f"{name} is not a valid .npz file ({type(e).__name__}).") from None
 

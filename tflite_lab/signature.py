@@ -12,13 +12,35 @@ def _dtype_name(dt) -> str:
     return np.dtype(name).name if name != "string" else "string"
 
 
+def _keras_output_names(model) -> list[tuple[str, str]]:
+    """(name, signature key) per output, from the model itself, so identical in every process.
+
+    Dict outputs: the dict key for both (Keras' export keys its signature by them). Otherwise the
+    producing layer's name, with the export's ``output_i`` as key. KerasTensor names
+    (``keras_tensor_170``) are a per-process counter and are never used.
+    """
+    outputs = list(model.outputs)
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        by_id = {id(v): str(k) for k, v in struct.items()}
+        if all(id(t) in by_id for t in outputs):
+            return [(by_id[id(t)], by_id[id(t)]) for t in outputs]
+    names = []
+    for i, t in enumerate(outputs):
+        op = getattr(getattr(t, "_keras_history", None), "operation", None)
+        names.append(getattr(op, "name", None) or f"output_{i}")
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    # One layer's output returned twice (or a multi-output layer): tell them apart by position.
+    return [(f"{n}_{i}" if seen[n] > 1 else n, f"output_{i}") for i, n in enumerate(names)]
+
+
 def keras_signature(model) -> Signature:
-    """Inputs by their Input-layer names (the keys Keras' export uses), outputs by layer name."""
+    """Inputs by their Input-layer names (the keys Keras' export uses), outputs as _keras_output_names."""
     inputs = tuple(TensorInfo(t.name, tuple(t.shape), _dtype_name(t.dtype), key=t.name) for t in model.inputs)
-    names = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
-    outputs = tuple(TensorInfo(names[i] if i < len(names) else f"output_{i}", tuple(t.shape),
-                               _dtype_name(t.dtype), key=f"output_{i}")
-                    for i, t in enumerate(model.outputs))
+    outputs = tuple(TensorInfo(name, tuple(t.shape), _dtype_name(t.dtype), key=key)
+                    for (name, key), t in zip(_keras_output_names(model), model.outputs))
     return Signature(inputs, outputs)
 
 

@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from .config import Limits, cache_dir
-from .errors import SourceError
+from .errors import SourceError, wrapped
 from .types import ModelSource, SourceFormat
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -96,7 +96,7 @@ def detect_format(data: bytes, filename: str = "model") -> SourceFormat:
         try:
             names = _zip_names(data)
         except (zipfile.BadZipFile, ValueError, OSError) as e:
-            raise SourceError(f"{name} is a truncated or corrupt zip archive ({e}); {EXPECTED}.") from None
+            raise SourceError(wrapped(f"{name} is a truncated or corrupt zip archive (", e, f"); {EXPECTED}.")) from None
         if "config.json" in names and ("model.weights.h5" in names or "metadata.json" in names):
             return SourceFormat.KERAS
         if _saved_model_root(names) is not None:
@@ -130,7 +130,7 @@ def check_zip_limits(data: bytes, limits: Limits, name: str = "archive"):
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
     except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise SourceError(f"{name} is a truncated or corrupt zip archive ({e}).") from None
+        raise SourceError(wrapped(f"{name} is a truncated or corrupt zip archive (", e, ").")) from None
     if len(infos) > limits.unzip_max_entries:
         raise SourceError(f"{name} holds {len(infos)} entries, more than the limit of {limits.unzip_max_entries}.")
     total = sum(i.file_size for i in infos)
@@ -173,7 +173,7 @@ def safe_unzip(data: bytes, dest: Path, limits: Limits, name: str = "archive") -
                                           "unpacking (its headers understate the sizes); refused.")
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-            raise SourceError(f"{name} is corrupt: entry '{info.filename}' cannot be read ({e}).") from None
+            raise SourceError(wrapped(f"{name} is corrupt: entry '{info.filename}' cannot be read (", e, ").")) from None
 
 
 def read_limited(path: str | Path, limits: Limits) -> bytes:

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import Limits, cache_dir
-from .errors import Cancelled, TFLiteLabError, WorkerError
+from .errors import Cancelled, TFLiteLabError, WorkerError, mid_sentence, wrapped
 
 log = logging.getLogger("tflite_lab.worker")
 STARTUP_LIMIT_S = 180.0
@@ -171,7 +171,7 @@ class WorkerPool:
                         return self._spawn()
                     except OSError as e:
                         self._count -= 1
-                        raise WorkerError(f"Cannot start a worker process: {e}") from None
+                        raise WorkerError(wrapped("Cannot start a worker process: ", e)) from None
                 self._cv.wait()
 
     def _release(self, w: _Worker, healthy: bool) -> None:
@@ -256,7 +256,7 @@ class WorkerPool:
                             continue            # exited: the socket or exit status says why, above
                         failed_polls += 1
                         if failed_polls >= MAX_FAILED_POLLS:
-                            raise WorkerError(f"{what} was stopped: its memory could not be read ({e}), so the "
+                            raise WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
                                               f"limit of {mem_limit:,.0f} MB could not be enforced.") from None
                         continue
                     if rss > mem_limit:
@@ -290,7 +290,7 @@ class WorkerPool:
                 failed_polls += 1               # not alive: said next round; else stop once it stays unreadable
                 if failed_polls >= MAX_FAILED_POLLS and w.alive():
                     raise WorkerError(f"A worker process was stopped while starting: its memory could not be "
-                                      f"read ({e}), so the memory limit could not be enforced.") from None
+                                      f"read ({mid_sentence(e, drop_period=True)}), so the memory limit could not be enforced.") from None
                 continue
             if rss > self.limits.job_memory_mb:
                 raise WorkerError(f"A worker process used more than the limit of {self.limits.job_memory_mb:,.0f} MB "

@@ -110,7 +110,9 @@ def test_unreadable_memory_stops_the_job_instead_of_lifting_the_limit(monkeypatc
         def denied(self):
             raise psutil.AccessDenied(self.pid)
         monkeypatch.setattr(psutil.Process, "memory_info", denied)
-        monkeypatch.setattr(worker, "MAX_FAILED_POLLS", 2)      # stopped after ~0.25 s, well inside the job
+        # the first poll (~0.05 s in) stops it: a conversion never ends that fast, while with 2 polls
+        # (0.3 s) CI's warm worker once finished the tiny model's cell first
+        monkeypatch.setattr(worker, "MAX_FAILED_POLLS", 1)
         with pytest.raises(WorkerError, match=r"memory could not be read .* limit of 4,000 MB could not be enforced"):
             pool.run("cell", prepared=prepared, route="saved_model", optimization="none", bench=NO_BENCH,
                      store_root=str(tiny_models / "store-unreadable"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Limits
 from .errors import ConversionError, SourceError, TFLiteLabError, UnsupportedCombination, WorkerError
+from .orchestrate import AEQ_CAN_HELP, aeq_can_help
 from .routes import refusal
 from .types import Optimization, Route, SourceFormat, Tolerances
 
@@ -423,7 +424,6 @@ def _write_cell(out: Path | None, key_dir: str, rep: dict | None, error: TFLiteL
         (d / "converter.log").write_text(error.detail)
 
 
-AEQ_CAN_HELP = ("calibration recorded no value range",)     # TF's "Empty min/max" on integer inputs
 
 
 def aeq_answer(args, run, prepared, bench, optimization: str) -> str:
@@ -505,6 +505,12 @@ def cmd_matrix(args) -> int:
                 except TFLiteLabError as e:
                     _write_cell(out, key, None, e)
                     aeq[o] = {**failed_cell_json("aeq", o, e), "cell": key, "quantizer": "aeq"}
+        # Where TF's calibration fails in a way aeq can fix, say whether it does even when no aeq cells
+        # were asked for: one probe per recipe, shown on the failing cells, not added as cells.
+        probes = {}
+        for o in {c.optimization for k, c in cells.items() if k in failed and aeq_can_help(failed[k], c.optimization)}:
+            if o not in aeq:
+                probes[o] = aeq_answer(args, executor.run, prepared, type(bench)(enabled=False), o)
     ordered = []
     for r in args.routes:
         for o in args.optimizations:
@@ -514,6 +520,8 @@ def cmd_matrix(args) -> int:
                 a = aeq[o]       # where TF fails, say whether ai-edge-quantizer succeeds
                 rep = {**rep, "aeq": ("ai-edge-quantizer succeeds: " + ("within tolerance" if a["ok"] else "out of tolerance")
                                       if not a.get("error") else f"ai-edge-quantizer fails too: {a['error']}")}
+            elif o in probes and key in failed and aeq_can_help(failed[key], o):
+                rep = {**rep, "aeq": probes[o]}
             ordered.append(rep)
     ordered += [aeq[o] for o in args.optimizations if o in aeq]
     errors = {f"{r['route']}-{r['optimization']}": {"message": r["error"], "kind": r["error_kind"]}

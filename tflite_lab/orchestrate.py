@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import Cancelled, TFLiteLabError, wrapped
 from .types import SourceFormat
 
+AEQ_CAN_HELP = ("calibration recorded no value range",)     # TF's "Empty min/max" on integer inputs
 RETRIED_KINDS = ("WorkerError",)    # a crash or timeout may be the machine's; refusals and conversion failures are results
 
 
@@ -256,3 +257,9 @@ class Progress:
         eta = self.eta_s()
         return (f"{self.count}/{self.total} cells ({self.ok} done, {self.failed} failed), "
                 f"{time.monotonic() - self.t0:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None and self.count < self.total else ""))
+
+
+def aeq_can_help(failure: dict, optimization: str) -> bool:
+    """A failed cell's record (TFLiteLabError.to_dict) is one that ai-edge-quantizer may convert."""
+    return (optimization in ("int8", "int16x8") and failure.get("kind") == "ConversionError"
+            and any(h in failure.get("message", "") for h in AEQ_CAN_HELP))

@@ -52,3 +52,29 @@ def test_an_uploaded_tflite_has_no_matrix(digits):
     upload_model(digits, "broken.tflite", tflite)
     assert_clean(digits)
     assert len(texts(digits.error)) == 1 and "\n" not in texts(digits.error)[0]
+
+
+def test_matrix_says_whether_aeq_succeeds_where_tf_cannot_calibrate(app, tmp_path):
+    """TF's 16x8 fails on token ids ("Empty min/max"): without asking, the page runs the aeq cell of
+    that recipe once and the failing cells' notes say it succeeds."""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import keras
+keras.utils.set_random_seed(0)
+x = keras.Input((6,), dtype="int32", name="ids")
+h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 8)(x))
+keras.Model(x, keras.layers.Dense(3, activation="softmax")(h)).save(r"{tmp_path}/tok.keras")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    upload_model(app, "tok.keras", (tmp_path / "tok.keras").read_bytes())
+    go(app, "matrix")
+    app.button(key="run_matrix").click().run()
+    assert_clean(app)
+    notes = dict(zip(app.dataframe[0].value["cell"], app.dataframe[0].value["note"]))
+    failed = [c for c, n in notes.items() if "no value range" in (n or "")]
+    assert failed and all(c.endswith("-int16x8") for c in failed), notes
+    assert all("ai-edge-quantizer succeeds (aeq-int16x8" in notes[c] for c in failed), notes
+    assert "aeq-int16x8" in app.session_state["lab_reports"] and "aeq-int8" not in app.session_state["lab_reports"]

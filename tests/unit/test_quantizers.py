@@ -61,3 +61,15 @@ def test_debug_16x8_on_token_ids_says_whether_aeq_succeeds(token_model):
     assert r.returncode == 3, r.stderr
     line, = r.stderr.strip().splitlines()
     assert "no value range for tensor serving_default_ids:0" in line and "ai-edge-quantizer succeeds: aeq-int16x8" in line
+
+
+def test_matrix_says_whether_aeq_succeeds_without_aeq_cells(token_model):
+    """Only TF cells asked for: the failing 16x8 cell still says what ai-edge-quantizer does (one probe)."""
+    r = run_cli("matrix", token_model / "tok.keras", "--samples", token_model / "tok.npz", "--routes", "keras",
+                "--optimizations", "none", "int16x8", "--no-latency", "--no-history", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    cells = {c.get("cell") or f"{c['route']}-{c['optimization']}": c for c in json.loads(r.stdout)}
+    assert set(cells) == {"keras-none", "keras-int16x8"}          # the probe adds no aeq cell
+    bad = cells["keras-int16x8"]
+    assert "no value range" in bad["error"]
+    assert bad["aeq"].startswith("ai-edge-quantizer succeeds: aeq-int16x8") and "aeq" not in cells["keras-none"]

@@ -8,9 +8,11 @@ page switches; the on-disk store makes the same bytes with the same settings fas
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -279,6 +281,77 @@ def load_model(data: bytes, filename: str, catalog: dict | None = None, *, as_re
     return m
 
 
+UPLOADS = {     # upload widget -> what takes its file (the Model page renders all three)
+    "model_upload": lambda data, name: load_model(data, name),
+    "reference_upload": lambda data, name: load_model(data, name, as_reference=True),
+    "samples_upload": lambda data, name: set_samples(SampleSpec(path=save_upload(data, name)), name),
+}
+
+
+def _read_upload(widget_key: str):
+    """(file ids, bytes, name) of the widget's file(s), or None when it holds none.
+
+    Several files (images) are zipped into one archive, which the core reads as a zip of images.
+    """
+    up = st.session_state.get(widget_key)
+    files = up if isinstance(up, list) else [up] if up is not None else []
+    if not files:
+        return None
+    if len(files) == 1:
+        return (files[0].file_id,), files[0].getvalue(), files[0].name
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in files:
+            zf.writestr(Path(f.name).name, f.getvalue())
+    return tuple(f.file_id for f in files), buf.getvalue(), f"{len(files)} files.zip"
+
+
+def stash_upload(widget_key: str) -> None:
+    """The uploader's on_change: keep the file in the session until it has been taken.
+
+    A widget's value lives only while its page is shown: a user who leaves the Model page while
+    it still reads the model would lose the upload. Callbacks run before any script, so the stash
+    exists whatever happens to the run that follows.
+    """
+    pending = st.session_state.setdefault("_pending_uploads", {})
+    got = _read_upload(widget_key)
+    if got is None:
+        pending.pop(widget_key, None)
+    else:
+        pending[widget_key] = got
+
+
+def take_upload(widget_key: str, *, show: bool = True) -> None:
+    """Act on a newly uploaded file once; keep its error shown while the file stays in the widget.
+
+    The file counts as taken only once its loader has finished: a run cut short by a page switch
+    (Streamlit stops it at its next call) leaves it pending, and the next page takes it.
+    """
+    ss = st.session_state
+    got = ss.get("_pending_uploads", {}).get(widget_key) or _read_upload(widget_key)
+    if got is None:
+        ss.pop(widget_key + "_error", None)
+        return
+    file_id, data, name = got
+    if ss.get(widget_key + "_id") != file_id:
+        ss.pop(widget_key + "_error", None)
+        try:
+            UPLOADS[widget_key](data, name)
+        except TFLiteLabError as e:
+            ss[widget_key + "_error"] = failure_record(e)
+            show = True         # a file refused on another page says so there too
+        ss[widget_key + "_id"] = file_id
+    ss.get("_pending_uploads", {}).pop(widget_key, None)
+    if show and ss.get(widget_key + "_error"):
+        show_error(ss[widget_key + "_error"])
+
+
+def take_pending_uploads() -> None:
+    """Uploads the Model page had not finished taking when the user left it: taken now, on this page."""
+    for key in list(st.session_state.get("_pending_uploads", {})):
+        take_upload(key, show=False)
+
+
 def set_samples(spec: SampleSpec, label: str) -> None:
     if samples().spec != spec:
         st.session_state["lab_samples"] = Samples(spec, label)
@@ -357,6 +430,7 @@ def catalog() -> list[dict]:
 
 def need_model() -> Model | None:
     """The current model, or a pointer to the Model page when there is none."""
+    take_pending_uploads()
     m = model()
     if m is None:
         st.info("No model yet: upload one or pick a sample on the **Model** page.", icon=":material/upload_file:")

@@ -1,8 +1,4 @@
 """Model: upload a model or pick a bundled sample; its format, signature, size, layers; the samples."""
-import io
-import zipfile
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -16,42 +12,13 @@ ss = st.session_state
 MAX_MB = int(Limits.from_env().upload_mb)
 
 
-def take_upload(widget_key: str, load) -> None:
-    """Act on a newly uploaded file once; keep its error shown while the file stays in the widget.
-
-    Several files (images) are zipped into one archive, which the core reads as a zip of images.
-    """
-    up = ss.get(widget_key)
-    files = up if isinstance(up, list) else [up] if up is not None else []
-    if not files:
-        ss.pop(widget_key + "_error", None)
-        return
-    file_id = tuple(f.file_id for f in files)
-    if ss.get(widget_key + "_id") != file_id:
-        ss[widget_key + "_id"] = file_id
-        ss.pop(widget_key + "_error", None)
-        if len(files) == 1:
-            data, name = files[0].getvalue(), files[0].name
-        else:
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as zf:
-                for f in files:
-                    zf.writestr(Path(f.name).name, f.getvalue())
-            data, name = buf.getvalue(), f"{len(files)} files.zip"
-        try:
-            load(data, name)
-        except TFLiteLabError as e:
-            ss[widget_key + "_error"] = common.failure_record(e)
-    if ss.get(widget_key + "_error"):
-        common.show_error(ss[widget_key + "_error"])
-
-
 st.title("Model")
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.file_uploader("Model file", type=["keras", "h5", "zip", "tflite"], key="model_upload", max_upload_size=MAX_MB,
+                     on_change=common.stash_upload, args=("model_upload",),
                      help=".keras, .h5, a zipped SavedModel, or a .tflite to inspect and compare with its original")
-    take_upload("model_upload", common.load_model)
+    common.take_upload("model_upload")
 with right:
     entries = {e["name"]: e for e in common.catalog()}
     name = st.selectbox("…or a bundled sample", list(entries), key="gallery_pick", persist_state="session")
@@ -99,8 +66,8 @@ if m.format.value == "tflite":
                         hide_index=True)
     st.subheader("Original model")
     st.file_uploader("Original model (to compare the .tflite against)", type=["keras", "h5", "zip"],
-                     key="reference_upload", max_upload_size=MAX_MB)
-    take_upload("reference_upload", lambda data, name: common.load_model(data, name, as_reference=True))
+                     key="reference_upload", on_change=common.stash_upload, args=("reference_upload",), max_upload_size=MAX_MB)
+    common.take_upload("reference_upload")
     ref = common.original()
     st.caption(f"Comparing against **{ref.label}**." if ref else "No original yet: the .tflite can only be inspected.")
     if ref is None:
@@ -120,11 +87,11 @@ if kind == "shipped" and kind_now != "shipped":
     common.set_samples(SampleSpec(path=str(shipped), labels=labels), shipped.name)
 elif kind == "upload":
     st.file_uploader("Sample inputs", type=["npy", "npz", "csv", "png", "jpg", "jpeg", "zip"], key="samples_upload",
+                     on_change=common.stash_upload, args=("samples_upload",),
                      max_upload_size=MAX_MB, accept_multiple_files=True,
                      help=".npy or .csv for one input, .npz keyed by input name, or images (several, or a zip of "
                      "them; scaled to [0, 1] and resized to the input)")
-    take_upload("samples_upload",
-                lambda data, name: common.set_samples(SampleSpec(path=common.save_upload(data, name)), name))
+    common.take_upload("samples_upload")
     if kind_now != "upload":
         st.caption(f"Until a file is uploaded, the samples stay: {common.samples().label}.")
 elif kind == "random":

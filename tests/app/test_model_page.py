@@ -92,3 +92,22 @@ def test_several_uploaded_images_become_the_samples(app):
     app.button(key="check_samples").click().run()
     assert_clean(app)
     assert any(s.startswith("3 samples (3 files.zip)") for s in texts(app.success))
+
+
+def test_an_upload_left_before_the_model_page_took_it_is_taken_by_the_next_page(app):
+    """The file reached the server, but the user switched page before the Model page's run loaded it
+    (under load that run is cut short): the next page loads it instead of saying "No model yet"."""
+    app.file_uploader(key="model_upload").upload("digits_cnn.keras", (SAMPLES / "digits_cnn.keras").read_bytes())
+    app.switch_page("pages/convert.py").run()       # the upload goes with this run; Model never ran
+    assert_clean(app)
+    assert texts(app.title) == ["Convert"]
+    assert app.session_state["lab_model"] is not None and app.session_state["lab_model"].label == "digits_cnn.keras"
+    assert not any("No model yet" in t for t in texts(app.info))
+    assert "**digits_cnn.keras**" in sidebar_texts(app)
+    # A refused file on another page: one line there, and the Model page still shows it.
+    app.switch_page("pages/model.py").run()
+    app.file_uploader(key="model_upload").upload("model.h5", b"a,b,c\n1,2,3\n")
+    app.switch_page("pages/matrix.py").run()
+    errors = texts(app.error)
+    assert len(errors) == 1 and "model.h5 is CSV text" in errors[0]
+    assert app.session_state["lab_model"].label == "digits_cnn.keras"       # nothing the user made is lost

@@ -130,3 +130,18 @@ def test_a_corrupt_upload_shows_one_clear_line(page: Page, tmp_path):
     expect(alert).to_contain_text("model.keras is a truncated or corrupt zip archive", timeout=60_000)
     no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "corrupt-upload.png"), full_page=True)
+
+
+def test_an_upload_left_at_once_for_another_page_is_not_lost(page: Page):
+    """Leaving the Model page as soon as the file name shows, while the worker still reads the model
+    (MobileNetV2: seconds): the next page waits for the model instead of saying "No model yet"."""
+    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible()
+    upload_model(page, SAMPLES / "mobilenet_v2_small.keras")
+    expect(page.get_by_role("button", name="Remove mobilenet_v2_small.keras")).to_be_visible()
+    assert page.get_by_test_id("stMetric").count() == 0         # not read yet: the race this test is about
+    page.get_by_test_id("stSidebarNav").get_by_text("Convert", exact=True).click()
+    expect(page.get_by_role("heading", name="Convert", exact=True).first).to_be_visible()
+    expect(page.get_by_role("button", name="Convert", exact=True)).to_be_visible(timeout=SLOW_MS)
+    expect(page.get_by_text("No model yet")).to_have_count(0)
+    expect(page.get_by_test_id("stSidebar").get_by_text("mobilenet_v2_small.keras")).to_be_visible()
+    no_traceback(page)

@@ -574,7 +574,7 @@ def cmd_debug(args) -> int:
             result = pool.run("debug", progress=progress, prepared=prepared, optimization=args.optimize,
                               quantizer=args.quantizer, int8_io=args.int8_io,
                               tolerances=_tolerances(args, args.optimize).to_json(), sweep_steps=args.sweep_steps,
-                              sweep_all=args.sweep_all)
+                              sweep_all=args.sweep_all, sample_spec=__import__("dataclasses").asdict(samples))
         except ConversionError as e:      # as for convert: where TF fails, say whether aeq succeeds
             if args.quantizer != "tf":
                 raise
@@ -615,6 +615,13 @@ def write_debug_out(out: Path, result: dict, public: dict) -> None:
         for s in result["sweep"]:
             w.writerow([s["k"], ";".join(s["float_layers"]), s["tflite_bytes"], s["max_abs_error"],
                         s["top1_agreement"], s["accuracy"], s["ok"], bool(s.get("best"))])
+    if result.get("remedies"):
+        with open(out / "remedies.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            cols = ["remedy", "cell", "changed", "tflite_bytes", "max_abs_error", "top1_agreement", "psnr_db",
+                    "accuracy", "ok", "error"]
+            w.writerow(cols)
+            w.writerows([[r.get(c) for c in cols] for r in result["remedies"]])
     (out / "overlay.json").write_text(json.dumps(result["overlay"], indent=2))
     shutil.copyfile(result["float_tflite_path"], out / "float.tflite")
     shutil.copyfile(result["quant_tflite_path"], out / "quantized.tflite")     # the all-quantized model debugged
@@ -644,6 +651,15 @@ def debug_table(result: dict) -> str:
         lines.append(f"{s['k']:<9}{s['tflite_bytes']:>10,}{_fmt(s['max_abs_error']):>11}{_fmt(s['top1_agreement'], '.3f'):>7}"
                      f"{_fmt(s['accuracy'], '.4g'):>10}  {'PASS' if s['ok'] else 'FAIL'}"
                      + ("  <- smallest within tolerance" if s.get("best") else ""))
+    if result.get("remedies"):
+        lines.append("remedies (smallest within tolerance first):")
+        lines.append(f"  {'status':<8}{'cell':<32}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'psnr_db':>9}{'accuracy':>10}  changed")
+        for r in result["remedies"]:
+            status = "PASS" if r["ok"] else ("-" if r["tflite_bytes"] is None else "FAIL")
+            lines.append(f"  {status:<8}{(r['cell'] or r['remedy'])[:31]:<32}{_fmt(r['tflite_bytes'], ','):>10}"
+                         f"{_fmt(r['max_abs_error']):>11}{_fmt(r['top1_agreement'], '.3f'):>7}{_fmt(r['psnr_db'], '.1f'):>9}"
+                         f"{_fmt(r['accuracy'], '.4g'):>10}  {r.get('error') or r['changed']}"
+                         + ("  <- chosen" if r.get("chosen") else ""))
     lines.append(_table(__import__("tflite_lab.pipeline", fromlist=["report_json"]).report_json(result["model"])))
     lines.append(f"Model Explorer (local only): {result['model_explorer_command']}  (files from --out)")
     return "\n".join(lines)
@@ -763,26 +779,36 @@ def cmd_inspect(args) -> int:
     from .worker import WorkerPool
     src = source_from_path(args.model)
     with WorkerPool(1) as pool:
-        d = pool.run("describe", source=source_json(src))
+        d = pool.run("describe", source=source_json(src), refused_ok=True)
+    insp = d.get("inspection")
+    refused = (insp or {}).get("refused")       # the op table is shown, then the one-line refusal (exit 2)
     if args.json:
         print(json.dumps({"format": src.format.value, "size_bytes": src.size_bytes, "sha256": src.sha256,
                           "signature": d["signature"], "info": d["info"], "inspection": d["inspection"]}, indent=2))
+        if refused:
+            raise SourceError(refused)
         return EXIT_OK
     print(f"{src.filename}: {src.format.value}, {src.size_bytes:,} bytes"
           + (f", {d['info']['params']:,} parameters" if d["info"].get("params") is not None else ""))
     for kind in ("inputs", "outputs"):
-        for t in d["signature"][kind]:
-            shape = "(" + ", ".join("?" if s is None else str(s) for s in t["shape"]) + ")"
+        for t in (d["signature"] or {}).get(kind) or (insp or {}).get(kind, []):
+            shape = "(" + ", ".join("?" if s is None or s == -1 else str(s)
+                                    for s in t.get("shape_signature") or t["shape"]) + ")"
             print(f"  {kind[:-1]:<7} {t['name']:<24} {shape:<20} {t['dtype']}")
-    insp = d.get("inspection")
     if insp:
+        from .inspect import Inspection, op_table_text
         print("  operators: " + ", ".join(f"{k} x{v}" for k, v in insp["operators"].items()))
+        if insp.get("custom_ops") or insp.get("flex_ops") or refused:
+            table = op_table_text(Inspection(0, {}, op_table=insp["op_table"]))
+            print("\n".join("    " + line for line in table.splitlines()))
         for f in insp["findings"]:
             print(f"  warning: {f}")
         for f in insp.get("notes", []):
             print(f"  note: {f}")
         if args.analyzer:
             print(insp.get("analysis", ""))
+    if refused:
+        raise SourceError(refused)
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ Reads the flatbuffer with LiteRT's generated schema, so no TensorFlow import is 
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -36,11 +37,19 @@ class Inspection:
     subgraphs: int = 1
     findings: list[str] = field(default_factory=list)   # deployment problems, shown as warnings
     notes: list[str] = field(default_factory=list)      # facts worth knowing, not problems
+    # One row per op: {"op", "count", "kind": builtin|custom|flex, "runs": True/False/None, "why"}.
+    op_table: list[dict] = field(default_factory=list)
+    refused: str | None = None                          # the refusal (refuse_unsafe's message), or None
+
+    @property
+    def blocking_ops(self) -> list[str]:
+        return [r["op"] for r in self.op_table if r["runs"] is False and r["kind"] != "builtin"]
 
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("tensors")
         d["num_tensors"] = len(self.tensors)
+        d["blocking_ops"] = self.blocking_ops
         return d
 
 
@@ -76,21 +85,113 @@ def op_names(tflite: bytes, name: str = "The .tflite") -> list[str]:
     return out
 
 
-def refuse_unsafe(insp: "Inspection", name: str = "The .tflite") -> None:
-    """Only builtin ops run: refuse Flex (Select-TF) and custom ops, naming each with its risk.
-
-    LiteRT here has no Flex delegate and no custom kernels; a Flex op's TensorFlow kernel (e.g.
-    FlexReadFile) would touch the host wherever a delegate exists, so the refusal says what it does.
-    """
-    from .graph_policy import NO_BUILTIN
+def _refusal(insp: "Inspection", name: str) -> str | None:
     from .op_allowlist import RISKS
-    if not (insp.flex_ops or insp.custom_ops):
-        return
-    parts = [f"{op} (Flex op: {RISKS.get(op.removeprefix('Flex'), NO_BUILTIN)})" for op in insp.flex_ops]
-    parts += [f"{op} (custom op: {RISKS.get(op, 'no TFLite builtin kernel and no custom kernel registered here')})"
-              for op in insp.custom_ops]
-    raise SourceError(f"{name} is refused: only builtin ops run here, and it uses {'; '.join(parts[:4])}"
-                      f"{' ...' if len(parts) > 4 else ''}.")
+    rows = [r for r in insp.op_table if r["op"] in insp.blocking_ops]
+    if not rows:
+        return None
+    parts = [f"{r['op']} ({r['kind'].replace('flex', 'Flex')} op: "
+             f"{RISKS.get(r['op'].removeprefix('Flex') if r['kind'] == 'flex' else r['op'], r['why'])})" for r in rows]
+    return (f"{name} is refused: only builtin ops run here, and custom ops the installed LiteRT has a kernel for; "
+            f"it uses {'; '.join(parts[:4])}{' ...' if len(parts) > 4 else ''}.")
+
+
+def refuse_unsafe(insp: "Inspection", name: str = "The .tflite") -> None:
+    """Refuse Flex (Select-TF) ops and custom ops the installed LiteRT has no kernel for, naming each.
+
+    LiteRT here has no Flex delegate; a Flex op's TensorFlow kernel (e.g. FlexReadFile) would touch
+    the host wherever a delegate exists, so the refusal says what it does. Custom ops with a kernel
+    in LiteRT (its op resolver, or its default XNNPACK delegate on this model) run like builtins.
+    """
+    message = _refusal(insp, name)
+    if message:
+        raise SourceError(message, detail=op_table_text(insp))
+
+
+def op_table_text(insp: "Inspection") -> str:
+    """The op table as lines: op, count, whether it runs here and why (CLI inspect, error details)."""
+    width = max([len(r["op"]) for r in insp.op_table] + [8])
+    runs = {True: "runs", False: "BLOCKS", None: "?"}
+    return "\n".join(f"{r['op']:<{width}} x{r['count']:<4} {runs[r['runs']]:<6} {r['why']}" for r in insp.op_table)
+
+
+# Custom op name -> whether the installed LiteRT's op resolver has a kernel for it; probed once per
+# name per process (about a millisecond each), never typed in by hand.
+_RESOLVER_KERNELS: dict[str, bool] = {}
+PROBE_MS: list[float] = []      # how long each probe took (the report cites it)
+
+
+def _probe_model(op: str) -> bytes:
+    """A .tflite of one node of custom op ``op`` on a [1] float tensor: our own bytes, only the name
+    comes from the model. Its options are zeros followed by an empty flexbuffer map, so a kernel that
+    reads a struct or a map from them gets zeros or nothing (a kernel reading none of 0 bytes would
+    crash); its Prepare then fails on the tensors, which is fine: only 'unresolved' matters."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+    from flatbuffers import flexbuffers
+    m = s.ModelT()
+    m.version = 3
+    oc = s.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version = s.BuiltinOperator.CUSTOM, 32, op, 1
+    m.operatorCodes, m.buffers = [oc], [s.BufferT()]
+    sg = s.SubGraphT()
+    sg.tensors = []
+    for i in range(2):
+        t = s.TensorT()
+        t.shape, t.type, t.buffer, t.name = [1], s.TensorType.FLOAT32, 0, f"t{i}"
+        sg.tensors.append(t)
+    node = s.OperatorT()
+    node.opcodeIndex, node.inputs, node.outputs = 0, [0], [1]
+    node.customOptions = list(bytes(64) + bytes(flexbuffers.Dumps({})))
+    sg.inputs, sg.outputs, sg.operators = [0], [1], [node]
+    m.subgraphs = [sg]
+    b = flatbuffers.Builder(256)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def resolver_has_kernel(op: str) -> bool:
+    """Whether the installed LiteRT's op resolver registers a kernel for custom op ``op``: it answers
+    "Encountered unresolved custom op" when preparing a node of that name otherwise."""
+    if op not in _RESOLVER_KERNELS:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        t0 = time.perf_counter()
+        try:
+            it = Interpreter(model_content=_probe_model(op),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            it.allocate_tensors()
+            found = True
+        except Exception as e:
+            found = f"unresolved custom op: {op}." not in str(e)
+        _RESOLVER_KERNELS[op] = found
+        PROBE_MS.append((time.perf_counter() - t0) * 1e3)
+    return _RESOLVER_KERNELS[op]
+
+
+def _model_check(tflite: bytes, ops: list[str]) -> dict[str, tuple[bool, str]]:
+    """Ask LiteRT on the model itself (as TFLiteModel loads it: default resolver and XNNPACK delegate)
+    about custom ops its op resolver has no kernel for: the delegate takes some (MediaPipe's
+    Convolution2DTransposeBias, MaxPoolingWithArgmax2D, MaxUnpooling2D) when their nodes are valid."""
+    from ai_edge_litert.interpreter import Interpreter
+    try:
+        Interpreter(model_content=tflite).allocate_tensors()
+    except Exception as e:
+        msg = str(e)
+        first = " ".join(msg.split())[:160]
+        named = [op for op in ops if f"unresolved custom op: {op}." in msg]
+        out = {}
+        for op in ops:
+            if op in named:
+                out[op] = (False, "the installed LiteRT has no kernel for it: LiteRT reports it unresolved")
+            elif named:
+                out[op] = (False, "the installed LiteRT's op resolver has no kernel for it (not known whether its "
+                                  f"XNNPACK delegate takes it: LiteRT stopped at {named[0]})")
+            else:
+                out[op] = (False, "the installed LiteRT's op resolver has no kernel for it, and LiteRT could not "
+                                  f"prepare the model to tell whether its XNNPACK delegate takes it ({first})")
+        return out
+    return {op: (True, "run by LiteRT's XNNPACK delegate in this model, its op resolver has no kernel for it")
+            for op in ops}
 
 
 _ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
@@ -120,8 +221,22 @@ def refuse_oversized(insp: "Inspection", name: str = "The .tflite", limits=None)
                              f"{limits.job_memory_mb:,.0f} MB; refused before allocating.")
 
 
-def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
-    """Operators with counts, tensors with shapes/dtypes/quantization, and deployment findings."""
+def _op_kinds(model, codes: list[str]) -> dict[str, str]:
+    from ai_edge_litert import schema_py_generated as s
+    kinds = {}
+    for i, c in enumerate(codes):
+        oc = model.OperatorCodes(i)
+        custom = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()) == s.BuiltinOperator.CUSTOM or oc.CustomCode()
+        kinds[c] = ("flex" if c.startswith("Flex") else "custom") if custom else "builtin"
+    return kinds
+
+
+def inspect_tflite(tflite: bytes, name: str = "The .tflite", *, probe: bool = True) -> Inspection:
+    """Operators with counts, tensors with shapes/dtypes/quantization, and deployment findings.
+
+    With custom ops, ``probe`` asks the installed LiteRT which have kernels (C++: worker processes
+    only, like every LiteRT call on uploaded bytes); ``op_table`` says per op whether it runs here.
+    """
     model = _parse(tflite, name)
     codes = op_names(tflite, name)
     types = _tensor_types()
@@ -154,8 +269,12 @@ def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
         raise
     except Exception as e:
         raise _corrupt(name, e) from None
-    flex = sorted({c for c in codes if c.startswith("Flex")})
-    custom = sorted({c for c in codes if not c.startswith("Flex") and not c.isupper() and not c.startswith("BUILTIN_")})
+    try:
+        kinds = _op_kinds(model, codes)
+    except Exception as e:
+        raise _corrupt(name, e) from None
+    flex = sorted({c for c in codes if kinds[c] == "flex"})
+    custom = sorted({c for c in codes if kinds[c] == "custom"})
     dynamic = [t["name"] for t in inputs if any(d == -1 for d in t["shape_signature"][1:])]
     batch_dynamic = [t["name"] for t in inputs if t["shape_signature"][:1] == [-1]]
     findings = []
@@ -163,7 +282,8 @@ def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
         findings.append(f"Select-TF (Flex) ops {', '.join(flex)}: LiteRT cannot run them without the Flex delegate, "
                         "which adds megabytes to the app and is unavailable on microcontrollers.")
     if custom:
-        findings.append(f"Custom ops {', '.join(custom)}: the app must register their kernels, or the model will not load.")
+        findings.append(f"Custom ops {', '.join(custom)}: the app's LiteRT must provide their kernels (the "
+                        "default op resolver or XNNPACK delegate for those that run here), or the model will not load.")
     if dynamic:
         findings.append(f"Inputs with dynamic non-batch dims ({', '.join(dynamic)}): call resize_tensor_input "
                         "before allocate_tensors; some delegates need static shapes.")
@@ -172,8 +292,50 @@ def inspect_tflite(tflite: bytes, name: str = "The .tflite") -> Inspection:
         notes.append("Dynamic batch: stored as 1; resize the input tensor to run batches.")
     if quantized and all(t["dtype"] in ("int8", "uint8", "int16", "int32") for t in inputs + outputs):
         notes.append("Integer model I/O: quantize inputs and dequantize outputs with each tensor's scale and zero point.")
-    return Inspection(len(tflite), dict(ops.most_common()), tensors, inputs, outputs, flex, custom,
+    insp = Inspection(len(tflite), dict(ops.most_common()), tensors, inputs, outputs, flex, custom,
                       dynamic, quantized, model.SubgraphsLength(), findings, notes)
+    insp.op_table = _op_table(tflite, insp, kinds, name, probe)
+    insp.refused = _refusal(insp, name)
+    for r in insp.op_table:
+        if r["kind"] == "custom" and r["runs"]:
+            notes.append(f"Custom op {r['op']} runs here: {r['why']}.")
+    return insp
+
+
+def _op_table(tflite: bytes, insp: Inspection, kinds: dict[str, str], name: str, probe: bool) -> list[dict]:
+    from .graph_policy import NO_BUILTIN
+    from .op_allowlist import RISKS
+    status: dict[str, tuple] = {}
+    pending = []
+    for op in insp.operators:
+        kind = kinds.get(op, "builtin")
+        if kind == "builtin":
+            status[op] = ((None, "builtin code unknown to the installed LiteRT's schema") if op.startswith("BUILTIN_")
+                          else (True, "TFLite builtin kernel"))
+        elif kind == "flex":
+            status[op] = (False, f"{RISKS.get(op.removeprefix('Flex'), NO_BUILTIN)}; no Flex delegate here")
+        elif not probe:
+            status[op] = (None, "custom op, not checked")
+        elif resolver_has_kernel(op):
+            status[op] = (True, "run by the kernel registered in the installed LiteRT")
+        else:
+            pending.append(op)
+    if pending:
+        # Never load a model with Flex ops, nor one too large to allocate (refuse_oversized says why).
+        oversized = None
+        if not insp.flex_ops:
+            try:
+                refuse_oversized(insp, name)
+            except Exception as e:   # noqa: BLE001 - a SignatureError; its message is the reason
+                oversized = str(e)
+        if insp.flex_ops or oversized:
+            why = "its Flex ops refuse the model" if insp.flex_ops else "its tensors are too large"
+            status.update({op: (False, f"the installed LiteRT's op resolver has no kernel for it (not loaded "
+                                       f"to ask its XNNPACK delegate: {why})") for op in pending})
+        else:
+            status.update(_model_check(tflite, pending))
+    return [{"op": op, "count": n, "kind": kinds.get(op, "builtin"), "runs": status[op][0], "why": status[op][1]}
+            for op, n in insp.operators.items()]
 
 
 # What each recipe leaves in a .tflite when it took effect: a tensor of this dtype.

@@ -88,8 +88,12 @@ def source_json(s: ModelSource) -> dict:
     return {**asdict(s), "format": s.format.value}
 
 
-def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict:
-    """Signature, parameter count, layer summary (and, for .tflite, the inspection)."""
+def describe(source: dict, limits: Limits | None = None, progress=_noop, refused_ok: bool = False) -> dict:
+    """Signature, parameter count, layer summary (and, for .tflite, the inspection).
+
+    ``refused_ok``: a .tflite refused for its ops is described anyway (its op table, each op with
+    whether it runs here; ``signature`` None, it is never loaded), for ``inspect``.
+    """
     from .inspect import analyzer_report, inspect_tflite
     limits = limits or Limits.from_env()
     src = _source(source)
@@ -97,6 +101,9 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop) -> dict
         from .runtime import TFLiteModel
         data = Path(src.path).read_bytes()
         insp = inspect_tflite(data, src.filename)
+        if insp.refused and refused_ok:
+            return {"source": source, "signature": None, "info": {"params": None, "layers": []},
+                    "inspection": {**insp.to_json(), "analysis": ""}}
         sig = TFLiteModel(data, name=src.filename, inspection=insp).signature
         return {"source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": []},
                 "inspection": {**insp.to_json(), "analysis": analyzer_report(data)}}
@@ -362,7 +369,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
     t0 = time.perf_counter()
     sig = Signature.from_dict(prepared["signature"])
     insp = inspect_tflite(tflite, name)
-    refuse_unsafe(insp, name)            # Flex and custom ops: refused with what they would do
+    refuse_unsafe(insp, name)            # Flex ops, custom ops the installed LiteRT has no kernel for
     warnings = list(head["warnings"]) + insp.findings
     unchanged = recipe_not_applied(insp, head["optimization"])
     if unchanged:

@@ -1,4 +1,6 @@
-"""Debug: where quantization loses accuracy, per layer, and what keeping layers in float buys."""
+"""Debug: where quantization loses accuracy, per layer, what keeping layers in float buys, and the
+other remedies (int16x8, float16, mixed precision, more calibration) when that is not enough."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,7 +39,8 @@ if run:
             prepared = common.ensure_prepared(log, cancel=stop)
             tol = Tolerances.for_optimization(opt).override(min_accuracy_delta=min_acc)
             ss["lab_debug"][key] = common.run_job("debug", progress=log, cancel=stop, prepared=prepared, optimization=opt,
-                                                  quantizer=quantizer, tolerances=tol.to_json())
+                                                  quantizer=quantizer, tolerances=tol.to_json(),
+                                                  sample_spec=dataclasses.asdict(common.samples().spec))
             common.record_debug(ss["lab_debug"][key], prepared)
             log.done("Debugged")
         except TFLiteLabError as e:
@@ -77,6 +80,25 @@ best = result.get("best_step")
 if best is not None:
     st.success(f"Smallest model within tolerance: {result['sweep'][best]['k']} layer(s) in float, "
                f"{result['sweep'][best]['tflite_bytes']:,} bytes.", icon=":material/star:")
+
+remedies = result.get("remedies") or []
+if remedies:
+    st.subheader("Remedies", divider="gray")
+    st.caption("No layer stands out, or keeping layers float does not reach tolerance, so the other remedies were "
+               "converted and run on the same samples, judged with the same tolerances; smallest passing first.")
+    table = pd.DataFrame([{**r, "chosen": bool(r.get("chosen")), "note": r.get("error") or ""} for r in remedies])
+    st.dataframe(table[["remedy", "cell", "changed", "tflite_bytes", "max_abs_error", "top1_agreement", "psnr_db",
+                        "accuracy", "ok", "chosen", "note"]], hide_index=True, key="debug_remedies", placeholder="–")
+    pick = next((r for r in remedies if r.get("chosen")), None)
+    if pick:
+        st.success(f"Within tolerance: **{pick['cell']}** ({pick['changed']}), {pick['tflite_bytes']:,} bytes.",
+                   icon=":material/star:")
+        st.download_button(f"{pick['cell']} (.tflite)", lambda: Path(pick["tflite_path"]).read_bytes(),
+                           f"{pick['cell'].replace(' ', '_').replace('(', '').replace(')', '')}.tflite",
+                           mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                           key="debug_remedy_download")
+    elif not any(r["ok"] for r in remedies) and best is None:
+        st.warning("Nothing is within tolerance: every remedy was tried (numbers above).", icon=":material/warning:")
 
 st.subheader("Graph", divider="gray")
 bounds = (0.35, 1.0) if metric == "rmse_per_scale" else (0.001, 0.01)

@@ -20,8 +20,10 @@ from .types import Optimization, Route
 _CAL: dict[str, object] = {}        # per worker: the last calibration, reused by the sweep
 
 
-def aeq_recipe(opt: Optimization, keep_float=(), keep_float_ops=(), int8_io: bool = False) -> list[dict]:
-    """The recipe as aeq's JSON rules; later rules override earlier ones."""
+def aeq_recipe(opt: Optimization, keep_float=(), keep_float_ops=(), int8_io: bool = False,
+               int16_layers=()) -> list[dict]:
+    """The recipe as aeq's JSON rules; later rules override earlier ones. ``int16_layers`` (int8 only):
+    these ops (by output tensor name) get int16 activations, mixed precision (aeq inserts the requantize)."""
     from ai_edge_quantizer import recipe
     if opt is Optimization.DYNAMIC:
         rules = list(recipe.dynamic_wi8_afp32())
@@ -35,6 +37,13 @@ def aeq_recipe(opt: Optimization, keep_float=(), keep_float_ops=(), int8_io: boo
                                 "compute_precision": "FLOAT", "explicit_dequantize": True}}]
     else:
         raise UnsupportedCombination("Optimization 'none' quantizes nothing; ai-edge-quantizer has no recipe for it.")
+    if int16_layers:
+        if opt is not Optimization.INT8:
+            raise UnsupportedCombination("int16 activations on chosen layers mix into an int8 recipe only.")
+        a16 = recipe.static_wi8_ai16()[0]
+        rules += [{**a16, "regex": "(^|;)" + re.escape(t) + ";"} for t in int16_layers]
+    # After the per-layer rules: an int16 rule on the model's last op would otherwise quantize its output
+    # too (measured: the .tflite then returned raw int16 values).
     if opt in (Optimization.INT8, Optimization.INT16X8) and not int8_io:
         rules += [{"regex": ".*", "operation": io, "algorithm_key": "no_quantize"} for io in ("INPUT", "OUTPUT")]
     # aeq's op scope is its output tensor names joined by ";" with a trailing ";".
@@ -55,16 +64,17 @@ def _data(samples: dict[str, np.ndarray], input_keys: dict[str, str], n: int | N
 
 
 def aeq_quantize(float_tflite: bytes, opt: Optimization, samples, input_keys, *, keep_float=(), keep_float_ops=(),
-                 int8_io: bool = False, cache_key: str = "", progress=None) -> tuple[bytes, list[dict]]:
+                 int8_io: bool = False, cache_key: str = "", progress=None, int16_layers=()) -> tuple[bytes, list[dict]]:
     """(quantized bytes, recipe); static recipes calibrate once per model x samples (cached per worker)."""
     from ai_edge_quantizer import quantizer
     from .capture import capture_output
-    rules = aeq_recipe(opt, keep_float, keep_float_ops, int8_io)
+    rules = aeq_recipe(opt, keep_float, keep_float_ops, int8_io, int16_layers)
     with capture_output():
         qt = quantizer.Quantizer(float_tflite, rules)
         calib = None
         if qt.need_calibration:
-            key = f"{cache_key}-{opt.value}"
+            # Mixed recipes calibrate on their own: which tensors aeq records depends on the rules.
+            key = f"{cache_key}-{opt.value}" + (f"-mixed{len(int16_layers)}-{hash(tuple(int16_layers))}" if int16_layers else "")
             calib = _CAL.get(key)
             if calib is None:
                 if progress:
@@ -93,8 +103,9 @@ def _float_model(prepared, store, limits):
 
 
 def run_aeq_cell(prepared: dict, opt: Optimization, *, keep_float=(), keep_float_ops=(), int8_io: bool = False,
-                 bench=None, store_root=None, limits=None, progress=None) -> dict:
-    """One aeq cell (``aeq-int16x8``, or ``aeq-int8 (2 float)`` with layers kept float), evaluated like any."""
+                 bench=None, store_root=None, limits=None, progress=None, int16_layers=()) -> dict:
+    """One aeq cell (``aeq-int16x8``, or ``aeq-int8 (2 float)`` with layers kept float, or ``aeq-int8
+    (3 int16)`` with int16 activations on these layers), evaluated like any."""
     from .inspect import op_graph
     from .layerwise import _context, check_keep_names, check_result, selective_label
     from .pipeline import BenchSpec, _evaluate_tflite
@@ -108,19 +119,21 @@ def run_aeq_cell(prepared: dict, opt: Optimization, *, keep_float=(), keep_float
     float_result, _ = _float_model(prepared, store, limits)
     fgraph = op_graph(float_result.tflite)
     check_keep_names(keep, ops, fgraph, fgraph)
+    int16 = sorted(set(int16_layers))
+    check_keep_names(int16, (), fgraph, fgraph)
     input_keys = {t["name"]: t.get("key") or t["name"] for t in prepared["signature"]["inputs"]}
     key = key_of(kind="aeq", model=prepared["source"]["sha256"], samples=prepared["samples_sha"], opt=opt.value,
-                 keep=keep, ops=ops, int8_io=bool(int8_io))
+                 keep=keep, ops=ops, int8_io=bool(int8_io), **({"int16": int16} if int16 else {}))
     path = store.path("tflite", key, ".tflite")
     cached = path.exists()
     if cached:
-        tflite, rules = path.read_bytes(), aeq_recipe(opt, keep, ops, int8_io)
+        tflite, rules = path.read_bytes(), aeq_recipe(opt, keep, ops, int8_io, int16)
     else:
         try:
             tflite, rules = aeq_quantize(float_result.tflite, opt, samples, input_keys, keep_float=keep,
                                          keep_float_ops=ops, int8_io=int8_io,
                                          cache_key=f"{prepared['source']['sha256']}-{prepared['samples_sha']}",
-                                         progress=progress)
+                                         progress=progress, int16_layers=int16)
         except Exception as e:      # aeq raises many types; all mean "this quantization failed"
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ConversionError(wrapped(f"ai-edge-quantizer failed on {opt.value}: ", first), detail=repr(e)) from None
@@ -132,12 +145,15 @@ def run_aeq_cell(prepared: dict, opt: Optimization, *, keep_float=(), keep_float
                              cache_key=f"{prepared['source']['sha256']}-{prepared['samples_sha']}")[0]
         cost = len(tflite) - len(plain)
     lines = aeq_lines(opt, rules)
+    label = selective_label("aeq", opt.value, len(floats) if (keep or ops) else 0, "aeq")
+    if int16:
+        label += f" ({len(int16)} int16)"
     return _evaluate_tflite(prepared, tflite, str(path), bench, store, progress, {
         "reproduce": None, "route": Route.SAVED_MODEL.value, "optimization": opt.value, "int8_io": bool(int8_io),
         "calls": lines, "command": "\n".join(lines), "warnings": [
             "Quantized by ai-edge-quantizer from the float .tflite (its calibration differs from TensorFlow's)."],
         "cached": cached, "converter_log": "", "convert_s": time.perf_counter() - t0,
-        "cell": selective_label("aeq", opt.value, len(floats) if (keep or ops) else 0, "aeq"), "quantizer": "aeq",
+        "cell": label, "quantizer": "aeq", **({"int16_layers": int16} if int16 else {}),
         "keep_float": keep, "keep_float_ops": ops, "float_ops": floats if (keep or ops) else [],
         "float_cost_bytes": cost})
 

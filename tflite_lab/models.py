@@ -49,9 +49,8 @@ class OriginalModel:
             if self.is_keras:
                 m = self.keras_model
                 # One trace for every batch size: a retrace per shape costs seconds on big models.
-                specs = [tf.TensorSpec(t.shape, t.dtype) for t in self.signature.inputs]
-                self._fn = tf.function(lambda xs: m(xs, training=False),
-                                       input_signature=[specs if len(specs) > 1 else specs[0]])
+                specs = keras_inputs(m, {t.name: tf.TensorSpec(t.shape, t.dtype) for t in self.signature.inputs})
+                self._fn = tf.function(lambda xs: m(xs, training=False), input_signature=[specs])
             else:
                 self._fn = self.loaded.signatures["serving_default"]
         return self._fn
@@ -61,8 +60,7 @@ class OriginalModel:
         import tensorflow as tf
         fn = self._function()
         if self.is_keras:
-            xs = [tf.constant(arrays[t.name]) for t in self.signature.inputs]
-            out = fn(xs if len(xs) > 1 else xs[0])
+            out = fn(keras_inputs(self.keras_model, {t.name: tf.constant(arrays[t.name]) for t in self.signature.inputs}))
             if isinstance(out, dict):
                 out = [out[t.name] for t in self.signature.outputs]
             elif not isinstance(out, (list, tuple)):
@@ -83,8 +81,7 @@ class OriginalModel:
         import tensorflow as tf
         if self.is_keras:
             m = self.keras_model
-            xs = [tf.constant(one[t.name]) for t in self.signature.inputs]
-            arg = xs if len(xs) > 1 else xs[0]
+            arg = keras_inputs(m, {t.name: tf.constant(one[t.name]) for t in self.signature.inputs})
             fn = tf.function(lambda xs: m(xs, training=False)).get_concrete_function(
                 tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), arg))
             return lambda: [o.numpy() for o in tf.nest.flatten(fn(arg))]
@@ -123,6 +120,16 @@ class OriginalModel:
         return {"params": params, "layers": [], "recurrent": False}
 
 
+def keras_inputs(model, by_name: dict):
+    """Values keyed by input name in the structure the model was built with: a dict for models
+    with dict inputs (KerasHub backbones refuse a list), else a list, or the one value."""
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return {k: by_name[v.name] for k, v in struct.items()}
+    xs = [by_name[t.name] for t in model.inputs]
+    return xs if len(xs) > 1 else xs[0]
+
+
 def needs_fixed_batch(model) -> bool:
     """Recurrent layers fail on TF 2.21 with a dynamic batch ("Lowering tensor list ops is failed")."""
     return any(type(layer).__name__ in RECURRENT_LAYERS for layer in _walk_layers(model))
@@ -138,6 +145,34 @@ def _walk_layers(model):
             yield from _walk_layers(layer)
 
 
+def resolve_kerashub(class_name: str, module: str, registered_name: str | None) -> str | None:
+    """Why a config node is not a class or function of the installed keras_hub, or None.
+
+    Imports keras_hub first (this registers every class it ships in Keras' global registry), then
+    checks the object Keras would pick: by registered name from the registry, else by name from a
+    module keras_hub has already imported (never importing a module the upload names). It must be
+    defined in keras_hub (old names keras_hub registers as aliases, e.g. BertClassifier, count).
+    Used as ``check_keras_config``'s ``resolve`` in the process that loads the file.
+    """
+    import sys
+    import keras
+    import keras_hub
+    version = getattr(keras_hub, "__version__", "?")
+    if registered_name is not None:
+        obj = keras.saving.get_registered_object(registered_name)
+        if obj is None:
+            return f"registered as {registered_name}, which keras_hub {version} does not register"
+    else:
+        mod = sys.modules.get(module)
+        obj = vars(mod).get(class_name) if mod is not None else None
+        if obj is None:
+            return f"module {module}, which keras_hub {version} does not provide"
+    defined_in = getattr(obj, "__module__", "") or ""
+    if not defined_in.startswith("keras_hub."):
+        return f"registered as {registered_name} by {defined_in or 'an unknown module'}, not by keras_hub"
+    return None
+
+
 def open_model(source: ModelSource, limits: Limits | None = None) -> OriginalModel:
     """Load a Keras file or SavedModel without running code from it.
 
@@ -146,7 +181,9 @@ def open_model(source: ModelSource, limits: Limits | None = None) -> OriginalMod
     """
     limits = limits or Limits.from_env()
     if source.format.is_keras:
-        check_keras_file(source)   # HDF5 links, code layers, paths: all before Keras opens it
+        # HDF5 links, code layers, paths: all before Keras opens it; KerasHub classes checked against
+        # the registry of the keras_hub imported here, so load_model finds exactly those classes.
+        check_keras_file(source, resolve_kerashub)
         import keras
         try:
             model = keras.models.load_model(source.path, safe_mode=True, compile=False)

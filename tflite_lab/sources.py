@@ -35,6 +35,15 @@ FILE_LAYERS = {"TFSMLayer"}
 VOCABULARY_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization"}
 VOCABULARY_FIELDS = ("vocabulary", "idf_weights")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^file:", re.ASCII)
+# Handles KerasHub resolves to a download (keras_hub.src.utils.preset_utils): refused in any string.
+PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://", "http://", "https://")
+# The installed package whose registered classes .keras uploads may name (registered_name "keras_hub>X").
+KERAS_HUB = "keras_hub"
+# KerasHub tokenizer fields: a string here is a file the tokenizer opens when it is built (before
+# the archive's assets are loaded). Saved models store them as null and carry the files as assets.
+TOKENIZER_ASSET_FIELDS = ("vocabulary", "merges", "proto")
+EXPORT_ADVICE = ("export a SavedModel with model.export(DIR), zip the folder and upload that "
+                 "(the keras route then does not apply)")
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 
 
@@ -298,6 +307,8 @@ def read_keras_config(source: ModelSource) -> dict:
 def _path_kind(text: str) -> str | None:
     """'a URL', 'an absolute path' or "a '..' path" when a config string points off the archive."""
     t = text.strip()
+    if t.lower().startswith(PRESET_SCHEMES[:4]):
+        return "a KerasHub preset handle"
     if _URL.match(t):
         return "a URL"
     if t.startswith(("/", "~")) or _WINDOWS_ABS.match(t):
@@ -311,8 +322,11 @@ def check_keras_paths(config: dict, filename: str) -> None:
     """Refuse layers that would read host files or the network when Keras deserializes the config.
 
     By the stored config alone (nothing is built): TFSMLayer (loads a SavedModel from disk), a
-    lookup/vectorization layer whose vocabulary or idf weights are a path, and any config string
-    that is an absolute path, a '..' path or a URL. Independent of what the installed Keras refuses.
+    lookup/vectorization layer whose vocabulary or idf weights are a path, a KerasHub class whose
+    tokenizer assets (vocabulary, merges, proto) are a string (a file it would open; saved models
+    keep them in the archive's assets), and any config string that is an absolute path, a '..'
+    path, a URL or a KerasHub preset handle (kaggle://, hf://, ...: KerasHub would download it).
+    Independent of what the installed Keras or KerasHub refuses.
     """
     def walk(node, layer: str, where: str):
         if isinstance(node, dict):
@@ -330,6 +344,13 @@ def check_keras_paths(config: dict, filename: str) -> None:
                             raise SourceError(f"{filename} is refused: layer {layer} takes its {key} from the "
                                               f"path '{cfg[key]}' (field '{key}'): reads files. Save the layer "
                                               "with its vocabulary inside the model.")
+                if _is_kerashub_node(node):
+                    for key in TOKENIZER_ASSET_FIELDS:
+                        if isinstance(cfg.get(key), str):
+                            raise SourceError(f"{filename} is refused: KerasHub {layer} takes its {key} from "
+                                              f"'{cfg[key][:80]}' (field '{key}'), outside the archive: reads "
+                                              "files. Save the model with model.save() so its tokenizer "
+                                              "assets travel inside the .keras file.")
             for k, v in node.items():
                 walk(v, layer, k if isinstance(k, str) else where)
         elif isinstance(node, list):
@@ -337,6 +358,10 @@ def check_keras_paths(config: dict, filename: str) -> None:
                 walk(v, layer, where)
         elif isinstance(node, str):
             kind = _path_kind(node)
+            if kind == "a KerasHub preset handle":
+                raise SourceError(f"{filename} is refused: layer {layer} has a preset handle in field '{where}' "
+                                  f"('{node[:80]}'): KerasHub would download it. Configs may not point "
+                                  "outside the model file.")
             if kind:
                 risk = "network" if kind == "a URL" and not node.strip().startswith("file:") else "reads files"
                 raise SourceError(f"{filename} is refused: layer {layer} has {kind} in field '{where}' "
@@ -381,8 +406,11 @@ def check_hdf5_links(h5file, filename: str, member: str = "") -> None:
                           "HDF5 files must hold their own data.")
 
 
-def check_keras_file(source: ModelSource) -> None:
-    """Every check on a .keras/.h5 before Keras opens it: HDF5 links, code layers, paths in the config."""
+def check_keras_file(source: ModelSource, resolve=None) -> None:
+    """Every check on a .keras/.h5 before Keras opens it: HDF5 links, code layers, paths in the config.
+
+    ``resolve`` is given where Keras will load the file (see ``check_keras_config``).
+    """
     import h5py
     try:
         if source.format is SourceFormat.KERAS:
@@ -400,15 +428,53 @@ def check_keras_file(source: ModelSource) -> None:
         raise SourceError(f"{source.filename} is a truncated or corrupt {source.format.value} file "
                           f"({type(e).__name__}).") from None
     config = read_keras_config(source)
-    check_keras_config(config, source.filename)
+    check_keras_config(config, source.filename, resolve)
     check_keras_paths(config, source.filename)
 
 
-def check_keras_config(config: dict, filename: str) -> None:
+def _lookup_name(node: dict):
+    """The name Keras looks up in its registry for a node: a function's config string, else the
+    registered name (the class name when the key is absent), as in ``deserialize_keras_object``."""
+    if node.get("class_name") == "function":
+        return node.get("config") if isinstance(node.get("config"), str) else None
+    return node.get("registered_name", node.get("class_name"))
+
+
+def _is_kerashub_node(node: dict) -> bool:
+    """A config node naming a KerasHub class or function: by its module or its registered name."""
+    module, name = node.get("module"), _lookup_name(node)
+    return ((isinstance(module, str) and (module == KERAS_HUB or module.startswith(KERAS_HUB + ".")))
+            or (isinstance(name, str) and name.startswith(KERAS_HUB + ">")))
+
+
+def _kerashub_problem(node: dict, resolve) -> str | None:
+    """Why a node that names KerasHub is not a class of the installed package, or None.
+
+    Keras resolves a node by its registered name first, then imports ``module`` and takes
+    ``class_name`` from it; both must land in the installed keras_hub package. Without ``resolve``
+    (in the server, where no TensorFlow is imported) only the names are checked.
+    """
+    cls, module, name = node.get("class_name"), node.get("module"), _lookup_name(node)
+    registered = node.get("registered_name")
+    if not (isinstance(module, str) and module.startswith(KERAS_HUB + ".")):
+        return f"registered as {name} but from module {module}"
+    for n in (name, registered):
+        if n is not None and not (isinstance(n, str) and (n.startswith(KERAS_HUB + ">") or ">" not in n)):
+            return f"module {module} but registered as {n}"
+    if resolve is None:
+        return None
+    return resolve(cls, module, name if isinstance(name, str) and ">" in name else None)
+
+
+def check_keras_config(config: dict, filename: str, resolve=None) -> None:
     """Refuse configs that would run code when deserialized: Lambda layers and custom objects.
 
     Keras 3's safe_mode blocks Python lambdas, but a custom class registered by name would import
     and run user code if it were importable; refusing both keeps the guarantee independent of it.
+    Classes of the installed KerasHub package (module ``keras_hub.*``, registered ``keras_hub>Name``)
+    are allowed: their code is ours, not the upload's. ``resolve(class_name, module, registered_name)``,
+    given where Keras will load the file, returns why a node is not really such a class (or None),
+    checked against Keras' registry after keras_hub is imported.
     """
     found_code: list[str] = []
     found_custom: list[str] = []
@@ -422,10 +488,16 @@ def check_keras_config(config: dict, filename: str) -> None:
                     found_code.append(f"{cls} '{label}'")
                 module = node.get("module")
                 registered = node.get("registered_name")
-                if isinstance(module, str) and module and not module.startswith(("keras", "builtins")):
+                if _is_kerashub_node(node):
+                    problem = _kerashub_problem(node, resolve)
+                    if problem:
+                        found_custom.append(f"{cls} ({problem})")
+                elif isinstance(module, str) and module and not (
+                        module in ("keras", "builtins") or module.startswith("keras.")):
                     found_custom.append(f"{cls} (module {module})")
-                elif isinstance(registered, str) and ">" in registered:
-                    found_custom.append(f"{cls} (registered as {registered})")
+                elif any(isinstance(n, str) and ">" in n for n in (registered, _lookup_name(node))):
+                    shown = next(n for n in (registered, _lookup_name(node)) if isinstance(n, str) and ">" in n)
+                    found_custom.append(f"{cls} (registered as {shown})")
             for v in node.values():
                 walk(v, path)
         elif isinstance(node, list):
@@ -438,4 +510,5 @@ def check_keras_config(config: dict, filename: str) -> None:
                           "Code from uploads is never run; rebuild the model without Lambda layers.")
     if found_custom:
         raise SourceError(f"{filename} uses custom objects ({', '.join(found_custom[:3])}) whose code is not "
-                          "part of Keras; they are not loaded from uploads. Use built-in layers or a SavedModel.")
+                          f"part of Keras or KerasHub; they are not loaded from uploads. To convert it, "
+                          f"{EXPORT_ADVICE}.")

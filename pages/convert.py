@@ -4,6 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages import common, tables
+from tflite_lab.activity import timing_note
 from tflite_lab.charts import human_bytes, human_ms
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.pipeline import provenance
@@ -91,6 +92,8 @@ top1 = tables.min_top1(report)
 c[3].metric("Top-1 agreement", tables.number(top1, ".1%"))
 c[4].metric("Latency (median)", human_ms(tfl_ms),
             f"{tfl_ms / orig_ms - 1:+.0%} vs original" if tfl_ms and orig_ms else None, delta_color="inverse")
+if timing_note(lat.get("conditions")):
+    c[4].caption(f":orange[{timing_note(lat.get('conditions'))}]")
 if alone:
     st.dataframe(tables.styled(tables.output_stats_frame(report)), hide_index=True, placeholder="–")
 for f in report["failures"]:

@@ -3,6 +3,7 @@ import streamlit as st
 
 from pages import common
 from tflite_lab import charts
+from tflite_lab.activity import timing_note
 from tflite_lab.pipeline import provenance
 
 st.title("Size & speed")
@@ -32,6 +33,8 @@ if tfl:
                 f"p90 {charts.human_ms(tfl['p90_ms'])}; {tfl['threads'] or 'default'} threads")
     c[5].metric("Speed-up", f"{orig['median_ms'] / tfl['median_ms']:.1f}×" if orig else "–",
                 help="original median / TFLite median")
+    if timing_note(lat.get("conditions")):
+        st.caption(f":orange[Latency {timing_note(lat.get('conditions'))}]")
 else:
     st.info("Latency was not measured: turn on 'Measure latency' in the sidebar and convert again.",
             icon=":material/timer_off:")
@@ -51,6 +54,6 @@ if timed:
                "function (no Keras per-call dispatch) and the .tflite as one LiteRT invoke"
                + (f", both with {cond['threads']} threads (TF intra/inter-op {cond['tf_intra_op_threads']}/"
                   f"{cond['tf_inter_op_threads']}, LiteRT {cond['litert_num_threads']}) on {cond['cpu_count']} CPUs, "
-                  f"up to {cond['runs']} runs, timed alone after the conversions" if cond else "")
+                  f"up to {cond['runs']} runs, timed {'' if timing_note(cond) else 'alone '}after the conversions" if cond else "")
                + ". Throughput: samples per second of the same warm pass on both sides, the first (up to) 64 samples "
                "as one batch (models with a fixed batch run one batch at a time).")

@@ -1,5 +1,9 @@
 """Stage 8: latency (warm-up, then median and p90 of batch-1 runs) and batch throughput, both sides
-with the same threads, timed alone (``time_all``; the ``bench`` worker job is ``bench_phase``)."""
+with the same threads, timed alone (``time_all``; the ``bench`` worker job is ``bench_phase``).
+
+Alone on the whole server, not only within one run: ``bench_phase`` holds the bench gate of
+``activity.py`` (one bench at a time, no job of any session starts meanwhile, running ones are
+waited for up to ``Limits.bench_wait_s``) and its ``conditions`` say which jobs still ran."""
 from __future__ import annotations
 
 import time
@@ -96,7 +100,8 @@ def time_all(prepared: dict, tflite_paths: dict[str, str], bench, limits=None, p
         "threads": threads, "tf_intra_op_threads": intra, "tf_inter_op_threads": inter,
         "litert_num_threads": threads, "cpu_count": cpu_count(), "runs": bench.runs, "warmup": bench.warmup,
         "batch": 1, "original": WHAT_ORIGINAL, "tflite": WHAT_TFLITE, "throughput": WHAT_THROUGHPUT,
-        "alone": "timed in a bench phase of its own, after the conversions, one model at a time",
+        "schedule": "timed in a bench phase of its own, after the conversions, one model at a time, one bench "
+                    "at a time on this server",
         "phase_start": started, "phase_end": time.time(),
     }
     return {"original": original, "tflite": out, "conditions": conditions}
@@ -110,8 +115,22 @@ def default_threads() -> int:
 
 
 def bench_phase(prepared: dict, tflite_paths: dict[str, str], bench, limits=None, progress=None) -> dict:
-    """The ``bench`` worker job. TensorFlow's thread pools are fixed once it has run anything, so
-    when this worker's differ from the threads asked for, the timing runs in a fresh process."""
+    """The ``bench`` worker job (also called inside a ``cell`` job when it times its own result).
+
+    Holds the server's bench gate while timing (``activity.bench_gate``): the ``conditions`` get
+    ``alone`` (bool), ``concurrent`` (the other jobs that ran meanwhile), ``waited_s`` and
+    ``wait_limit_s``. TensorFlow's thread pools are fixed once it has run anything, so when this
+    worker's differ from the threads asked for, the timing runs in a fresh process."""
+    from .activity import bench_gate
+    from .config import Limits
+    limits = limits or Limits.from_env()
+    with bench_gate(limits.bench_wait_s, progress) as gate:
+        timed = _time_here_or_fresh(prepared, tflite_paths, bench, limits, progress)
+    timed["conditions"].update(gate)
+    return timed
+
+
+def _time_here_or_fresh(prepared: dict, tflite_paths: dict[str, str], bench, limits, progress) -> dict:
     from .runtime import set_tf_threads
     threads = bench.threads or default_threads()
     if set_tf_threads(threads):

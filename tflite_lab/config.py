@@ -25,6 +25,7 @@ class Limits:
     max_image_pixels: int = 40_000_000
     job_time_s: float = 900            # wall time of one worker job
     job_memory_mb: float = 6144        # resident memory of one worker (and its children)
+    bench_wait_s: float = 30           # a bench waits this long for other sessions' jobs, then times anyway
 
     @staticmethod
     def from_env() -> "Limits":
@@ -37,6 +38,7 @@ class Limits:
             max_samples=int(_env_float("TFLITE_LAB_MAX_SAMPLES", d.max_samples)),
             job_time_s=_env_float("TFLITE_LAB_JOB_TIME_S", d.job_time_s),
             job_memory_mb=_env_float("TFLITE_LAB_JOB_MEMORY_MB", d.job_memory_mb),
+            bench_wait_s=_env_float("TFLITE_LAB_BENCH_WAIT_S", d.bench_wait_s),
         )
 
 

@@ -31,8 +31,11 @@ STARTUP_LIMIT_S = 180.0
 
 
 def _jobs():
+    """Job name -> function; each runs registered in the server's activity registry (``activity.py``):
+    it waits while another session's bench holds the gate, and benches see it while it runs."""
     from . import bench, layerwise, pipeline
-    return {
+    from .activity import tracked
+    jobs = {
         "debug": layerwise.run_debug,
         "selective": layerwise.run_selective,
         "describe": pipeline.describe,
@@ -41,6 +44,7 @@ def _jobs():
         "bench": bench.bench_phase,
         "provided": pipeline.run_provided,
     }
+    return {name: tracked(name, fn) for name, fn in jobs.items()}
 
 
 class _Worker:

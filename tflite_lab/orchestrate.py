@@ -200,8 +200,11 @@ def bench_phase(executor, jobs: list[CellJob], bench, done: dict, states: dict |
                 cancel: threading.Event | None = None) -> None:
     """Time the converted cells one model at a time, one job at a time, after every conversion of
     the run: the original and its .tflite files with the same threads, on an otherwise idle
-    executor. Each report's ``latency`` gets the numbers and the conditions (with the phase's
-    start and end). A failed bench leaves the cells' results, with a warning."""
+    executor; the bench job itself holds the server's bench gate (``activity.py``), so no job of
+    another session or CLI run sharing the store starts meanwhile either, and one that still ran
+    is named in the conditions. Each report's ``latency`` gets the numbers and the conditions (with
+    the phase's start and end, ``alone``, ``concurrent``). A failed bench leaves the cells'
+    results, with a warning."""
     states = states if states is not None else {}
     groups: dict[int, list[CellJob]] = {}
     for j in jobs:

@@ -84,13 +84,14 @@ inputs = common.load_npz(report["samples_path"])
 frame = tables.metrics_frame(judged)
 top1 = tables.min_top1(report)
 c = st.columns(5)
-c[0].metric("Verdict", tables.verdict(judged))
+tables.verdict_metric(c[0], judged)
 with c[0]:
     common.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
 c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
 c[2].metric("Worst max abs error", tables.number(tables.worst_error(report)))
 c[3].metric("Lowest top-1 agreement", tables.number(top1, ".1%"))
 c[4].metric("Samples compared", report["num_samples"])
+tables.sample_caveats(report)
 st.dataframe(tables.styled(frame), hide_index=True, placeholder="–",
              column_config={"tolerances applied": st.column_config.TextColumn(width="large")})
 for f in judged["failures"]:

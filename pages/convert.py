@@ -81,7 +81,7 @@ st.subheader(f"Result: {cell}" + (" (from the store)" if report.get("cached") el
 if provenance(report):
     st.caption(provenance(report))
 c = st.columns(5)
-c[0].metric("Verdict", tables.verdict(report), help="Against the tolerances (editable on Compare)" if not alone
+tables.verdict_metric(c[0], report, help="Against the tolerances (editable on Compare)" if not alone
             else "Nothing was compared: no original model. Fails only when an output is NaN/inf.")
 with c[0]:
     common.copy_link(st.session_state["lab_run_ids"].get(cell), key="convert_link")
@@ -94,6 +94,7 @@ c[4].metric("Latency (median)", human_ms(tfl_ms),
             f"{tfl_ms / orig_ms - 1:+.0%} vs original" if tfl_ms and orig_ms else None, delta_color="inverse")
 if timing_note(lat.get("conditions")):
     c[4].caption(f":orange[{timing_note(lat.get('conditions'))}]")
+tables.sample_caveats(report)
 if alone:
     st.dataframe(tables.styled(tables.output_stats_frame(report)), hide_index=True, placeholder="–")
 for f in report["failures"]:

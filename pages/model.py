@@ -98,13 +98,29 @@ elif kind == "random":
     c = st.columns(4)
     count = c[0].number_input("Samples", 1, Limits.from_env().max_samples, current.count or 64, key="rand_count")
     seed = c[1].number_input("Seed", 0, 2**31 - 1, current.seed, key="rand_seed")
-    low = c[2].number_input("Low", value=float(current.low), key="rand_low", format="%g")
-    high = c[3].number_input("High", value=float(current.high), key="rand_high", format="%g")
-    if high <= low:
+    auto = "from the model"      # an Embedding's vocabulary for its ids, else 0 and 1
+    low = c[2].number_input("Low", value=current.low, key="rand_low", format="%g", placeholder=auto,
+                            help="Empty: from the model where it declares a range (token ids: the whole vocabulary "
+                                 "of the Embedding they feed), else 0")
+    high = c[3].number_input("High", value=current.high, key="rand_high", format="%g", placeholder=auto,
+                             help="Empty: from the model where it declares a range, else 1")
+    dynamic = [t for t in ((common.original() or m).signature["inputs"]) if None in (t["shape"] or [None])[1:]]
+    lengths = dict(current.lengths)
+    if dynamic:
+        lc = st.columns(min(len(dynamic), 4))
+        for i, t in enumerate(dynamic):
+            lengths[t["name"]] = lc[i % len(lc)].number_input(
+                f"Length of {t['name']}", 1, 1 << 16, lengths.get(t["name"]), key=f"rand_len_{t['name']}",
+                placeholder="the model's maximum, else 32", help="Size of this input's dynamic dims in the samples")
+    lengths = tuple((k, int(v)) for k, v in lengths.items() if v)
+    if low is not None and high is not None and high <= low:
         st.error(f"High ({high:g}) must be above low ({low:g}).")
     else:
-        common.set_samples(SampleSpec(count=int(count), seed=int(seed), low=low, high=high),
-                           f"{count} random in [{low:g}, {high:g}], seed {seed}")
+        bound = (lambda v: auto if v is None else f"{v:g}")
+        where = "" if low is None and high is None else f" in [{bound(low)}, {bound(high)}]"
+        common.set_samples(SampleSpec(count=int(count), seed=int(seed), low=low, high=high, lengths=lengths),
+                           f"{count} random{where}, seed {seed}"
+                           + "".join(f", {k} length {v}" for k, v in lengths))
 
 st.caption(f"Using: **{common.samples().label}**")
 if st.button("Check samples", key="check_samples", help="Load the samples and run the original model on them"):
@@ -120,5 +136,7 @@ prepared = ss.get("lab_prepared")
 if prepared:
     st.success(f"{prepared['num_samples']} samples ({prepared['samples_origin']}); the original's outputs are the "
                "reference every conversion is compared with.", icon=":material/check_circle:")
+    if prepared.get("sample_inputs"):
+        st.dataframe(tables.sample_inputs_frame(prepared["sample_inputs"]), hide_index=True, key="sample_inputs")
     for w in prepared["warnings"]:
         st.warning(w, icon=":material/warning:")

@@ -61,6 +61,26 @@ def verdict(report: dict) -> str:
     return VERDICT_TEXT.get(report.get("verdict"), "PASS" if report["ok"] else "FAIL")
 
 
+def verdict_metric(col, report: dict, **kw) -> None:
+    """The verdict with what it was judged on beneath it: "on 64 random samples"."""
+    from tflite_lab.pipeline import samples_phrase
+    col.metric("Verdict", verdict(report), samples_phrase(report) or None, delta_color="off", delta_arrow="off", **kw)
+
+
+def sample_inputs_frame(inputs: dict) -> pd.DataFrame:
+    """Random samples, per input: the values drawn (and from what in the model) and the length."""
+    return pd.DataFrame([{"input": k, "values": d["values"], "length": d.get("length")} for k, d in inputs.items()],
+                        dtype=object)
+
+
+def sample_caveats(report: dict) -> None:
+    """Why random values cannot exercise this model (token ids of an unknown vocabulary, noise images
+    for a classifier), shown beside the verdict."""
+    import streamlit as st
+    for caveat in (report.get("samples") or {}).get("caveats") or []:
+        st.warning(caveat, icon=":material/warning:")
+
+
 def number(x, spec: str = ".3g") -> str:
     """A headline number: NaN and inf shown as such, None as a dash."""
     return _formatter(spec)(x)
@@ -121,7 +141,9 @@ def cli_line(report: dict) -> str:
     if report.get("int8_io"):
         parts.append("--int8-io")
     parts.append(f"--samples {Path(s.path).name}" if s.path else
-                 f"--num-samples {s.count or 64} --seed {s.seed} --low {s.low:g} --high {s.high:g}")
+                 f"--num-samples {s.count or 64} --seed {s.seed}"
+                 + "".join(f" --{k} {v:g}" for k, v in (("low", s.low), ("high", s.high)) if v is not None)
+                 + "".join(f" --length {f'{n}=' if n else ''}{v}" for n, v in s.lengths))
     return " ".join(parts) + " --out result/"
 
 

@@ -34,8 +34,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", help=".npy, .npz (keyed by input name), .csv, an image, a folder or zip of images")
     p.add_argument("--num-samples", type=int, default=None, help="random samples to draw (default 64), or cap on file samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--low", type=float, default=0.0, help="random samples: lower bound (default 0)")
-    p.add_argument("--high", type=float, default=1.0, help="random samples: upper bound (default 1)")
+    p.add_argument("--low", type=float, default=None,
+                   help="random samples: lower bound (default: from the model where it declares a range, e.g. an "
+                        "Embedding's vocabulary; else 0)")
+    p.add_argument("--high", type=float, default=None,
+                   help="random samples: upper bound (default: from the model where it declares a range; else 1)")
+    p.add_argument("--length", action="append", default=[], metavar="NAME=N",
+                   help="random samples: length N of input NAME's dynamic dims (N alone: every input); default "
+                        "the model's maximum where it has one, else 32")
     p.add_argument("--out", help="write model.tflite, samples.npz and report.json here")
     p.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     p.add_argument("--max-abs-error", type=float, help="tolerance on max abs error (any recipe)")
@@ -187,8 +193,10 @@ def _specs(args):
         raise TFLiteLabError(f"Samples path {args.samples} does not exist.")
     if args.labels and not Path(args.labels).is_file():
         raise TFLiteLabError(f"Labels file {args.labels} does not exist.")
+    from .samples import parse_lengths
     samples = SampleSpec(path=str(Path(args.samples).resolve()) if args.samples else None,
                          count=args.num_samples, seed=args.seed, low=args.low, high=args.high,
+                         lengths=parse_lengths(args.length),
                          labels=str(Path(args.labels).resolve()) if args.labels else None,
                          labels_key=args.labels_key)
     if args.num_samples is not None and args.num_samples < 1:
@@ -260,9 +268,10 @@ VERDICTS = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "RAN, NO REFERE
 
 def _table(public: dict) -> str:
     label = public.get("cell") or (f"{public['route']}-{public['optimization']}" if public["route"] else "given .tflite")
-    lines = [f"{label}: {VERDICTS.get(public.get('verdict'), 'PASS' if public['ok'] else 'FAIL')}  "
-             f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)  "
-             f"{public['num_samples']} samples"]
+    from .pipeline import samples_phrase, verdict_text
+    lines = [f"{label}: {verdict_text(public, VERDICTS)}  "
+             f"{public['original_bytes']:,} -> {public['tflite_bytes']:,} bytes ({_fmt(public['size_ratio'], '.1%')} of original)"
+             + ("" if samples_phrase(public) else f"  {public['num_samples']} samples")]
     if public.get("cached"):
         lines.append(f"cached: converted {public.get('cached_at') or 'in an earlier run'} (from the store; its "
                      "conversion time is from that run)")
@@ -273,7 +282,11 @@ def _table(public: dict) -> str:
                      f"tflite {_fmt(lat['tflite']['median'])}/{_fmt(lat['tflite']['p90'])}")
         cond = public.get("latency_conditions")
         if cond:
-            lines.append(f"  timed alone after the conversions: {cond['threads']} threads each (TF intra/inter-op "
+            from .activity import timing_note
+            busy = timing_note(cond)          # another session's job ran while timing: said first
+            if busy:
+                lines.append(f"  warning: {busy}")
+            lines.append(f"  timed {'' if busy else 'alone '}after the conversions: {cond['threads']} threads each (TF intra/inter-op "
                          f"{cond['tf_intra_op_threads']}/{cond['tf_inter_op_threads']}, LiteRT {cond['litert_num_threads']}), "
                          f"{cond['cpu_count']} CPUs, {cond['warmup']} warm-up + up to {cond['runs']} runs; original as a "
                          "TF concrete function on batch 1")
@@ -533,6 +546,7 @@ def cmd_matrix(args) -> int:
     if args.json:
         print(json.dumps(ordered, indent=2))
     else:
+        from .activity import timing_note as timing
         print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'acc/mae':>9}{'tflite ms':>11}  note")
         for rep in ordered:
             name = rep.get("cell") or f"{rep['route']}-{rep['optimization']}"
@@ -543,6 +557,8 @@ def cmd_matrix(args) -> int:
             status = "PASS" if rep["ok"] else ("FAIL" if not rep.get("error") else "REFUSED" if rep.get("error_kind") == "UnsupportedCombination" else "ERROR")
             note = rep.get("error") or "; ".join(rep.get("failures", []))
             note += f" [{rep['aeq']}]" if rep.get("aeq") else ""
+            if lat is not None and timing(rep.get("latency_conditions")):
+                note += f" [latency {timing(rep.get('latency_conditions'))}]"
             print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
                   f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt((rep.get('accuracy') or {}).get('tflite'), '.4g'):>9}"
                   f"{_fmt(lat, '.3f'):>11}  {note}")

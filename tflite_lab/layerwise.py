@@ -589,7 +589,7 @@ def calibration_samples(prepared: dict, spec: dict | None, limits) -> tuple[dict
     or the converter's 100 otherwise leaves some out)."""
     from dataclasses import fields, replace
     from .pipeline import SampleSpec, _load_npz, _make_samples
-    from .types import Signature
+    from .types import InputRange, Signature
     used = min(prepared["num_samples"], 100)
     if spec is None:
         return None, "the sample settings were not passed to the job"
@@ -599,7 +599,9 @@ def calibration_samples(prepared: dict, spec: dict | None, limits) -> tuple[dict
     have = _load_npz(prepared["samples_path"])
     want = min(max(REMEDY_CALIBRATION_MIN, 4 * prepared["num_samples"]), REMEDY_CALIBRATION_MAX, limits.max_samples)
     if not s.path:
-        extra = _make_samples(sig, replace(s, count=want - prepared["num_samples"], seed=s.seed + 1), limits).arrays
+        ranges = tuple(InputRange.from_json(r) for r in prepared.get("input_ranges") or ())
+        extra = _make_samples(sig, replace(s, count=want - prepared["num_samples"], seed=s.seed + 1), limits,
+                              ranges, walked=bool(ranges)).arrays
         big = {k: np.concatenate([have[k], extra[k]])[:want] for k in have}
         how = (f"calibration on {want} samples instead of {used}: the {prepared['num_samples']} random samples plus "
                f"{want - prepared['num_samples']} more from the same distribution (seed {s.seed + 1})")

@@ -25,13 +25,15 @@ class SampleSpec:
     path: str | None = None
     count: int | None = None           # None: 64 random, or every sample in the file
     seed: int = 0
-    low: float = 0.0
-    high: float = 1.0
+    low: float | None = None           # None: from the model where it declares a range (ids), else 0
+    high: float | None = None          # None: from the model where it declares a range (ids), else 1
+    lengths: tuple = ()                # ((input name or "" for every input, length), ...) of dynamic dims
     image_range: tuple = (0.0, 1.0)
     labels: str | None = None          # --labels FILE (.npy/.csv); else labels inside the samples file
     labels_key: str = "labels"         # the .npz key or CSV column holding labels
 
     def __post_init__(self):
+        object.__setattr__(self, "lengths", tuple(tuple(x) for x in self.lengths or ()))
         # Jobs run in their own workspace (another cwd): a relative path would point nowhere.
         for name in ("path", "labels"):
             if getattr(self, name):
@@ -125,12 +127,14 @@ def describe(source: dict, limits: Limits | None = None, progress=_noop, refused
     return {"source": source, "signature": om.signature.to_dict(), "info": om.info(), "inspection": None}
 
 
-def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits):
+def _make_samples(signature: Signature, spec: SampleSpec, limits: Limits, ranges=(), walked: bool = False):
+    """``ranges``/``walked``: what the loaded model declares about its inputs (samples.keras_input_ranges)."""
     from .samples import load_labels_file, load_samples_path, random_samples
     if spec.path:
         s = load_samples_path(spec.path, signature, limits, tuple(spec.image_range), spec.labels_key)
     else:
-        s = random_samples(signature, min(spec.count or 64, limits.max_samples), spec.seed, spec.low, spec.high)
+        s = random_samples(signature, min(spec.count or 64, limits.max_samples), spec.seed, spec.low, spec.high,
+                           ranges=ranges, lengths=spec.lengths, walked=walked, limits=limits)
     if spec.labels:     # one label per sample of the file (before --num-samples cuts both)
         s.labels = load_labels_file(spec.labels, s.count, None, spec.labels_key)
         s.class_names = None
@@ -176,7 +180,8 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         return _prepare_tflite_only(src, source, spec, limits, store, key, t0)
     om = _open(src, limits)
     load_s = time.perf_counter() - t0
-    samples = _make_samples(om.signature, spec, limits)
+    ranges = input_ranges(om)
+    samples = _make_samples(om.signature, spec, limits, ranges, walked=om.is_keras)
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
     labels = _save_labels(store, key, samples)
@@ -210,6 +215,12 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
         labels["original"] = task_score(reference[labels["output"]], samples.labels, labels["metric"])
     nonfinite = [k for k, v in reference.items() if not np.all(np.isfinite(v))]
     warnings = list(samples.warnings)
+    if not spec.path:
+        from .samples import image_classifier_on_noise
+        noise = image_classifier_on_noise(om.signature, reference)
+        if noise:
+            warnings.append(noise)
+            samples.caveats.append(noise)
     if nonfinite:
         warnings.append(f"The original model itself gives NaN/inf on these samples for {', '.join(nonfinite)}.")
     flat = [v.reshape(len(v), -1) for v in reference.values()]
@@ -219,6 +230,8 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     prepared = {
         "source": source, "signature": om.signature.to_dict(), "info": om.info(),
         "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
+        "samples_random": not spec.path, "sample_inputs": samples.inputs, "sample_caveats": samples.caveats,
+        "input_ranges": [r.to_json() for r in ranges],
         "samples_sha": samples.sha256, "reference_path": str(reference_path), "export_dir": export_dir,
         "fixed_batch": fixed, "original_latency": latency, "warnings": warnings, "labels": labels,
         "timings_s": {"load": load_s, "export": export_s, "reference": ref_s}, "cached": False,
@@ -226,6 +239,17 @@ def prepare(source: dict, spec: SampleSpec, bench: BenchSpec, *, store_root: str
     }
     store.put_json("reports", key, prepared)
     return prepared
+
+
+def input_ranges(om) -> tuple:
+    """What a loaded Keras model declares about its inputs' values and lengths; () for SavedModels."""
+    if not om.is_keras:
+        return ()
+    from .samples import keras_input_ranges
+    try:
+        return keras_input_ranges(om.keras_model)
+    except Exception:      # an unusual graph declares nothing: the generic sample rules apply
+        return ()
 
 
 def _run_original(om, samples) -> dict[str, np.ndarray]:
@@ -253,7 +277,8 @@ def _prepare_tflite_only(src, source, spec, limits, store, key, t0) -> dict:
     samples = _make_samples(sig, spec, limits)
     samples_path = store.path("samples", key, ".npz")
     samples.save(samples_path)
-    prepared = {"labels": _save_labels(store, key, samples),
+    prepared = {"labels": _save_labels(store, key, samples), "samples_random": not spec.path,
+        "sample_inputs": samples.inputs, "sample_caveats": samples.caveats, "input_ranges": [],
         "source": source, "signature": sig.to_dict(), "info": {"params": None, "layers": [], "recurrent": False},
         "samples_path": str(samples_path), "samples_origin": samples.origin, "num_samples": samples.count,
         "samples_sha": samples.sha256, "reference_path": None, "export_dir": None, "fixed_batch": False,
@@ -419,7 +444,7 @@ def _evaluate_tflite(prepared, tflite: bytes, tflite_path: str, bench: BenchSpec
         "warnings": warnings + list(prepared.get("warnings", [])),
         "original_bytes": src["size_bytes"], "tflite_bytes": len(tflite),
         "size_ratio": len(tflite) / src["size_bytes"] if src["size_bytes"] else None,
-        "num_samples": prepared["num_samples"],
+        "num_samples": prepared["num_samples"], "samples": sample_facts(prepared),
         "metrics": [{**m.to_json(), "per_sample_max_abs": list(m.per_sample_max_abs)} for m in metrics],
         "output_stats": stats, "matching": model.match_notes, "accuracy": accuracy,
         "latency": latency,
@@ -503,6 +528,32 @@ def _judge_accuracy(accuracy: dict | None, tol: Tolerances) -> tuple[dict | None
     return {**accuracy, "check": check}, failed
 
 
+def sample_facts(prepared: dict) -> dict:
+    """Where a cell's samples came from: random or the user's, and per input what was drawn."""
+    return {"random": bool(prepared.get("samples_random")), "origin": prepared.get("samples_origin"),
+            "inputs": prepared.get("sample_inputs"), "caveats": list(prepared.get("sample_caveats") or [])}
+
+
+VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "RAN, NO REFERENCE (nothing compared)",
+                 "error": "ERROR"}
+
+
+def samples_phrase(report: dict) -> str:
+    """ "on 64 random samples" (or "on 12 samples") for a compared cell, else ""."""
+    n = report.get("num_samples")
+    if report.get("verdict") not in ("pass", "fail") or not n:
+        return ""
+    kind = "random " if (report.get("samples") or {}).get("random") else ""
+    return f"on {n} {kind}sample{'s' if n != 1 else ''}"
+
+
+def verdict_text(report: dict, words: dict | None = None) -> str:
+    """The verdict as people read it: "PASS on 64 random samples" (a PASS on random values proves the
+    arithmetic, not the task); the JSON ``verdict`` keeps its values."""
+    word = (words or VERDICT_WORDS).get(report.get("verdict"), "PASS" if report.get("ok") else "FAIL")
+    return " ".join(x for x in (word, samples_phrase(report)) if x)
+
+
 def report_json(report: dict) -> dict:
     """The CLI/JSON contract: one object per cell (see README)."""
     lat = report.get("latency") or {}
@@ -513,6 +564,7 @@ def report_json(report: dict) -> dict:
         "verdict": report.get("verdict"), "int8_io": report.get("int8_io", False),
         "original_bytes": report["original_bytes"], "tflite_bytes": report["tflite_bytes"],
         "size_ratio": report["size_ratio"], "num_samples": report["num_samples"],
+        "samples": report.get("samples"),
         "outputs": [{k: v for k, v in m.items() if k != "per_sample_max_abs"} for m in report["metrics"]],
         "output_stats": report.get("output_stats", []), "matching": report.get("matching", []),
         "accuracy": report.get("accuracy"), "latency_ms": {"original": summ(lat.get("original")), "tflite": summ(lat.get("tflite"))},

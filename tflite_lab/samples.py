@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import Limits
 from .errors import SampleError, wrapped
-from .types import Signature, TensorInfo, sha256_arrays
+from .types import InputRange, Signature, TensorInfo, sha256_arrays
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 LABELS_KEY = "labels"
@@ -28,6 +28,8 @@ class SampleSet:
     warnings: list[str] = field(default_factory=list)
     labels: np.ndarray | None = None          # one per sample: class indices or regression targets
     class_names: list[str] | None = None      # class-named image subfolders, in label order
+    inputs: dict | None = None                # random samples: per input, the values drawn and the length
+    caveats: list[str] = field(default_factory=list)   # why these random values cannot exercise the model (also in warnings)
 
     @property
     def count(self) -> int:
@@ -41,30 +43,262 @@ class SampleSet:
         np.savez(path, **self.arrays)
 
 
-def _concrete(t: TensorInfo, fill: int = 1) -> tuple:
-    return tuple(fill if d is None else int(d) for d in t.sample_shape)
+DEFAULT_LENGTH = 32       # a dynamic non-batch dim without a maximum in the model: never 1
+# Operations that hand an integer input on unchanged in value (so an Embedding after them still
+# declares the input's range).
+_PASS_THROUGH = {"Cast", "Reshape", "Flatten", "Permute", "Identity", "GetItem", "Squeeze", "ExpandDims",
+                 "Masking", "Slice", "StridedSlice"}
 
 
-def random_samples(signature: Signature, n: int = 64, seed: int = 0,
-                   low: float = 0.0, high: float = 1.0) -> SampleSet:
-    """Uniform samples in [low, high) (integers in [low, high]); dynamic non-batch dims become 1."""
+def _flat(x) -> list:
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in _flat(x[k])]
+    if isinstance(x, (list, tuple)):
+        return [v for i in x for v in _flat(i)]
+    return [x]
+
+
+def _classes(obj) -> set[str]:
+    return {c.__name__ for c in type(obj).__mro__}
+
+
+def _consumers(model, tensor):
+    """(operation, node) pairs of ``model``'s graph that take ``tensor`` (positionally or as a keyword)."""
+    graph = getattr(model, "_functional", None) or model        # a Sequential's graph is its _functional
+    for op in getattr(graph, "operations", None) or []:
+        for node in getattr(op, "_inbound_nodes", None) or []:
+            args = getattr(node, "arguments", None)
+            if args is not None and any(x is tensor for x in _flat((args.args, args.kwargs))):
+                yield op, node
+
+
+def _declared(model, tensor, depth: int = 0) -> tuple[str, int | None, str] | None:
+    """("ids", high, source) or ("mask", None, source) from what consumes ``tensor``, else None."""
+    if depth > 40:
+        return None
+    for op, node in _consumers(model, tensor):
+        for k, v in (node.arguments.kwargs or {}).items():
+            if "mask" in str(k).lower() and any(x is tensor for x in _flat(v)):
+                return "mask", None, f"feeds {k} of {type(op).__name__} '{op.name}'"
+        cls = _classes(op)
+        if "Embedding" in cls and getattr(op, "input_dim", None):
+            return "ids", int(op.input_dim) - 1, f"{type(op).__name__} '{op.name}'"
+        if "CategoryEncoding" in cls and getattr(op, "num_tokens", None):
+            return "ids", int(op.num_tokens) - 1, f"CategoryEncoding '{op.name}'"
+        if "Functional" in cls or "Sequential" in cls:      # a nested model: follow into its own input
+            flat, inner = _flat(node.arguments.args), list(getattr(op, "inputs", None) or [])
+            pos = next((i for i, x in enumerate(flat) if x is tensor), None)
+            found = _declared(op, inner[pos], depth + 1) if pos is not None and pos < len(inner) else None
+        elif type(op).__name__ in _PASS_THROUGH:
+            found = next((f for out in _flat(node.outputs) if (f := _declared(model, out, depth + 1))), None)
+        else:
+            found = None
+        if found:
+            return found
+    return None
+
+
+def _sublayers(model) -> list:
+    try:
+        return list(model._flatten_layers(include_self=True, recursive=True))
+    except Exception:
+        return [model, *getattr(model, "layers", [])]
+
+
+def _max_length(model) -> tuple[int, str] | None:
+    """The model's own longest sequence: a position embedding's length, or KerasHub's max_sequence_length."""
+    found = []
+    for layer in _sublayers(model):
+        v = getattr(layer, "sequence_length", None) if "PositionEmbedding" in _classes(layer) else None
+        v = v or getattr(layer, "max_sequence_length", None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            found.append((v, f"{type(layer).__name__} '{layer.name}'"))
+    return min(found) if found else None
+
+
+def keras_input_ranges(model) -> tuple[InputRange, ...]:
+    """What a loaded Keras model declares about each input, by walking its graph from the input:
+    an Embedding (or CategoryEncoding) it feeds gives the id range, a ``mask`` keyword it feeds (or
+    the name ``padding_mask``) makes it a padding mask; KerasHub's ``token_ids`` fall back to the
+    backbone's ``vocabulary_size``. Runs where the model is loaded (a worker); no TensorFlow here."""
+    longest = _max_length(model)
+    vocab = next(((int(v), f"{type(la).__name__} '{la.name}' (vocabulary_size)") for la in _sublayers(model)
+                  if isinstance(v := getattr(la, "vocabulary_size", None), int) and v > 0), None)
+    out = []
+    for t in model.inputs:
+        name = t.name
+        found = None
+        try:
+            found = _declared(model, t)
+        except Exception:      # an unusual graph: nothing declared, the generic rules apply
+            found = None
+        kind, low, high, source = "unknown", None, None, ""
+        if found and found[0] == "ids":
+            kind, low, high, source = "ids", 0, found[1], found[2]
+        elif found or "mask" in name.lower() and np.dtype(_dtype(t)).kind in "iub":
+            kind, source = "mask", found[2] if found else f"named '{name}'"
+        elif name == "token_ids" and vocab:
+            kind, low, high, source = "ids", 0, vocab[0] - 1, vocab[1]
+        out.append(InputRange(name, kind, low, high, source, longest[0] if longest else None))
+    return tuple(out)
+
+
+def _dtype(t) -> str:
+    dt = t.dtype
+    name = getattr(dt, "name", None) or str(dt)
+    try:
+        return np.dtype(name).name
+    except TypeError:
+        return "float32"
+
+
+def max_length_source(model) -> str:
+    longest = _max_length(model)
+    return longest[1] if longest else ""
+
+
+def parse_lengths(items) -> tuple[tuple[str, int], ...]:
+    """``--length NAME=N`` (or ``N`` for every input) as (name, n) pairs; "" names every input.
+
+    Raises:
+        SampleError: not NAME=N, or N not a whole number of at least 1.
+    """
+    out = []
+    for item in items or ():
+        name, sep, num = str(item).rpartition("=")
+        try:
+            n = int(num)
+        except ValueError:
+            n = 0
+        if n < 1 or (sep and not name):
+            raise SampleError(f"--length takes NAME=N (or N for every input) with N a whole number of at least 1, "
+                              f"got '{item}'.")
+        out.append((name, n))
+    return tuple(out)
+
+
+def resolve_lengths(signature: Signature, ranges=(), lengths=()) -> dict[str, tuple[int, str]]:
+    """(length, why) for every input with a dynamic non-batch dim.
+
+    A length named for one input also moves the unnamed inputs that had the same default (a
+    sequence shared by token ids, mask and segment ids stays one length).
+
+    Raises:
+        SampleError: a name that is no input, a length above the model's own maximum.
+    """
+    by_name = {r.name: r for r in ranges}
+    named = {k: v for k, v in lengths if k}
+    everyone = next((v for k, v in lengths if not k), None)
+    dynamic = [t for t in signature.inputs if any(d is None for d in t.sample_shape)]
+    unknown = [k for k in named if k not in {t.name for t in signature.inputs}]
+    if unknown:
+        raise SampleError(f"--length names {', '.join(repr(k) for k in unknown)}, which is no input of the model; "
+                          f"inputs: {', '.join(t.name for t in signature.inputs)}.")
+
+    def default(t):
+        r = by_name.get(t.name)
+        if r and r.max_length:
+            return r.max_length, "the model's maximum"
+        return DEFAULT_LENGTH, "the default"
+    defaults = {t.name: default(t) for t in dynamic}
+    out = {}
+    for t in dynamic:
+        if t.name in named:
+            out[t.name] = (named[t.name], "as set")
+        elif everyone is not None:
+            out[t.name] = (everyone, "as set")
+        else:
+            shared = next((named[k] for k in named if k in defaults and defaults[k] == defaults[t.name]), None)
+            out[t.name] = (shared, "as set") if shared else defaults[t.name]
+        r = by_name.get(t.name)
+        if r and r.max_length and out[t.name][0] > r.max_length:
+            raise SampleError(f"Length {out[t.name][0]} for input '{t.name}' is more than the model's maximum "
+                              f"sequence length {r.max_length}.")
+    return out
+
+
+def _mask(rng, shape: tuple, dtype) -> np.ndarray:
+    """Ones for a prefix of random length (at least 1) along the first sample axis, zeros after."""
+    if len(shape) < 2:
+        return np.ones(shape, dtype=dtype)
+    keep = rng.integers(1, shape[1] + 1, size=shape[0])
+    m = np.arange(shape[1])[None, :] < keep[:, None]
+    m = m.reshape(m.shape + (1,) * (len(shape) - 2))
+    return np.broadcast_to(m, shape).astype(dtype)
+
+
+VOCAB_UNKNOWN = "the vocabulary is unknown, so these samples are not meaningful; give real samples"
+
+
+def random_samples(signature: Signature, n: int = 64, seed: int = 0, low: float | None = None,
+                   high: float | None = None, ranges=(), lengths=(), walked: bool = False,
+                   limits: Limits | None = None) -> SampleSet:
+    """Random samples that exercise the model where it says how.
+
+    Ids the model declares (``ranges``: an Embedding's vocabulary) are drawn uniformly over all of
+    them, padding masks are valid masks, dynamic dims get ``resolve_lengths``. ``low``/``high``
+    (None: from the model, else 0 and 1) bound floats in [low, high) and the other integers in
+    [low, high]. ``walked``: the model's graph was read (a Keras model), so an integer input with no
+    declared range is known to feed no vocabulary; else its vocabulary is unknown.
+    """
     rng = np.random.default_rng(seed)
-    arrays = {}
-    warnings = []
+    by_name = {r.name: r for r in ranges}
+    lens = resolve_lengths(signature, ranges, lengths)
+    arrays, warnings, described, caveats = {}, [], {}, []
+    given = low is not None or high is not None
     for t in signature.inputs:
-        shape = (n, *_concrete(t))
-        if any(d is None for d in t.sample_shape):
-            warnings.append(f"Input '{t.name}' has dynamic dims {t.shape_text}; random samples use size 1 there.")
+        r = by_name.get(t.name) or InputRange(t.name)
+        length = lens.get(t.name)
+        shape = (n, *(length[0] if d is None else int(d) for d in t.sample_shape))
+        if length:
+            mb = int(np.prod(shape[1:])) * np.dtype(t.dtype).itemsize / 2**20
+            if limits and mb > limits.input_sample_mb:
+                raise SampleError(f"Input '{t.name}' at length {length[0]} is {mb:,.0f} MB per sample, more than the "
+                                  f"limit of {limits.input_sample_mb:.0f} MB; give a shorter length.")
+            warnings.append(f"Input '{t.name}' has dynamic dims {t.shape_text}; random samples use length "
+                            f"{length[0]} there ({length[1]}; --length {t.name}=N to change).")
         dt = np.dtype(t.dtype)
-        if dt.kind in "iu":
-            arrays[t.name] = rng.integers(int(low), int(high) + 1, size=shape).astype(dt)
+        is_mask = r.kind == "mask" or (not walked and "mask" in t.name.lower() and dt.kind in "iub")
+        if dt.kind in "iub" and is_mask:
+            arrays[t.name] = _mask(rng, shape, dt)
+            text = "padding mask: ones, then zeros (random length ≥ 1)"
+        elif dt.kind in "iu":
+            lo = int(low) if low is not None else (r.low if r.kind == "ids" else 0)
+            hi = int(high) if high is not None else (r.high if r.kind == "ids" else 1)
+            if hi < lo:
+                raise SampleError(f"Random integers for '{t.name}' need high >= low, got [{lo}, {hi}].")
+            arrays[t.name] = rng.integers(lo, hi + 1, size=shape).astype(dt)
+            text = (f"ids {lo}–{hi} " + ("(--low/--high; the model declares " + r.text() + ")" if given else
+                                         "from " + r.source)) if r.kind == "ids" else f"integers {lo}–{hi}"
+            if r.kind != "ids" and not given:
+                caveats.append(f"random token ids for '{t.name}' (integers {lo}–{hi}): {VOCAB_UNKNOWN} (or set "
+                                "--low/--high)." if not walked else
+                                f"Random integers {lo}–{hi} for '{t.name}': the model declares no range for it (it "
+                                "feeds no Embedding); set --low/--high to the values it expects, or give real samples.")
         elif dt.kind == "b":
             arrays[t.name] = rng.integers(0, 2, size=shape).astype(bool)
+            text = "booleans"
         else:
-            arrays[t.name] = rng.uniform(low, high, size=shape).astype(dt)
-    ints = any(np.dtype(t.dtype).kind in "iu" for t in signature.inputs)
-    where = f"[{low:g}, {high:g})" + (f", integers in [{int(low)}, {int(high)}]" if ints else "")
-    return SampleSet(arrays, f"random uniform {where}, seed {seed}", warnings)
+            lo = 0.0 if low is None else float(low)
+            hi = 1.0 if high is None else float(high)
+            arrays[t.name] = rng.uniform(lo, hi, size=shape).astype(dt)
+            text = f"uniform [{lo:g}, {hi:g})"
+        described[t.name] = {"values": text, "length": length[0] if length else None}
+    parts = [f"{k} {d['values']}" + (f", length {d['length']}" if d["length"] else "") for k, d in described.items()]
+    s = SampleSet(arrays, f"random, seed {seed}: " + "; ".join(parts), warnings + caveats)
+    s.inputs, s.caveats = described, caveats
+    return s
+
+
+def image_classifier_on_noise(signature: Signature, reference: dict[str, np.ndarray]) -> str | None:
+    """A warning when random values fill an image input of a classifier: its answers on noise mean nothing."""
+    from .metrics import detect_task
+    images = [t for t in signature.inputs if np.dtype(t.dtype).kind == "f" and len(t.sample_shape) == 3
+              and t.sample_shape[-1] in (1, 3, 4) and all(d is None or d >= 8 for d in t.sample_shape[:2])]
+    if not images or not any(detect_task(v)[0] == "classification" for v in reference.values()):
+        return None
+    return (f"random images for '{images[0].name}': a classifier's answers on noise are not meaningful (they test "
+            "the arithmetic, not the task); give real samples (a folder or zip of images).")
 
 
 def conform(arrays: dict[str, np.ndarray], signature: Signature, limits: Limits | None = None,

@@ -84,6 +84,36 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class InputRange:
+    """What the model itself declares about one input's values and length (samples.keras_input_ranges).
+
+    ``kind``: "ids" (integers low..high, e.g. an Embedding's vocabulary), "mask" (a padding mask:
+    ones, then zeros) or "unknown" (nothing declared). ``max_length``: the model's own longest
+    sequence (a position embedding's), the default for its dynamic dims."""
+
+    name: str
+    kind: str = "unknown"
+    low: int | None = None
+    high: int | None = None
+    source: str = ""
+    max_length: int | None = None
+
+    def text(self) -> str:
+        if self.kind == "ids":
+            return f"ids {self.low}–{self.high} from {self.source}"
+        if self.kind == "mask":
+            return f"padding mask ({self.source})" if self.source else "padding mask"
+        return ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "InputRange":
+        return InputRange(**{k: d.get(k) for k in ("name", "kind", "low", "high", "source", "max_length")})
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """A model file (or SavedModel folder) on disk, identified by the hash of its bytes."""
 

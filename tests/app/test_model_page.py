@@ -111,3 +111,23 @@ def test_an_upload_left_before_the_model_page_took_it_is_taken_by_the_next_page(
     errors = texts(app.error)
     assert len(errors) == 1 and "model.h5 is CSV text" in errors[0]
     assert app.session_state["lab_model"].label == "digits_cnn.keras"       # nothing the user made is lost
+
+
+def test_token_model_random_samples_show_ids_from_the_vocabulary_and_a_settable_length(app, tmp_path):
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", (
+        "import sys, keras; keras.utils.set_random_seed(0); t = keras.Input((None,), dtype='int32', name='tokens');"
+        "h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(300, 4, name='embed')(t));"
+        "keras.Model(t, keras.layers.Dense(2, name='score')(h)).save(sys.argv[1])"), str(tmp_path / "tok.keras")],
+        check=True, capture_output=True)
+    upload_model(app, "tok.keras", (tmp_path / "tok.keras").read_bytes())
+    app.radio[0].set_value("random").run()
+    app.number_input(key="rand_len_tokens").set_value(9).run()
+    assert_clean(app)
+    assert "Samples: 64 random, seed 0, tokens length 9" in sidebar_texts(app)
+    app.button(key="check_samples").click().run()
+    assert_clean(app)
+    (drawn,) = [d.value for d in app.dataframe if "values" in d.value.columns]
+    assert drawn.to_dict("records") == [{"input": "tokens", "values": "ids 0–299 from Embedding 'embed'", "length": 9}]
+    assert any("use length 9 there (as set" in w for w in texts(app.warning))

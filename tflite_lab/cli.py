@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every op of these types in float, e.g. FULLY_CONNECTED")
     c.add_argument("--quantizer", choices=["tf", "aeq"], default="tf",
                    help="tf: TensorFlow's converter; aeq: ai-edge-quantizer on the float .tflite")
+    _target_args(c)
     d = sub.add_parser("debug", help="per-layer quantization error, suggested float layers and the keep-float sweep")
     _common(d)
     d.add_argument("--optimize", choices=[o.value for o in Optimization if o is not Optimization.NONE],
@@ -307,6 +308,7 @@ def _table(public: dict) -> str:
                          f"{_fmt(o['psnr_db'], '.1f'):>9}{_fmt(o['top1_agreement'], '.3f'):>7}  {checks}")
     if public.get("accuracy"):
         lines.append(accuracy_line(public["accuracy"]))
+    lines += _target_lines(public)
     if public.get("float_ops"):
         cost = public.get("float_cost_bytes")
         lines.append(f"float ops ({len(public['float_ops'])}"
@@ -366,12 +368,68 @@ def cmd_convert(args) -> int:
         return _convert(args, limits, pool, history)
 
 
+def _target_args(p: argparse.ArgumentParser) -> None:
+    from .targets import target_names
+    p.add_argument("--target", action="append", default=[], choices=target_names(),
+                   help="also run the .tflite where it will run and judge it there (micro: TensorFlow Lite Micro's "
+                        "kernels); repeatable")
+    p.add_argument("--board", help="--target micro: the board it must fit (RAM and flash from its datasheet)")
+    p.add_argument("--ram-kb", type=float, help="--target micro: a custom board's RAM in KB (with --flash-kb)")
+    p.add_argument("--flash-kb", type=float, help="--target micro: a custom board's flash in KB (with --ram-kb)")
+
+
+def _targets(args) -> dict | None:
+    """``{name: options}`` from --target/--board/--ram-kb/--flash-kb, refused before any work."""
+    from .targets import check_targets
+    board = {k: v for k, v in (("board", args.board), ("ram_kb", args.ram_kb), ("flash_kb", args.flash_kb))
+             if v is not None}
+    if board and "micro" not in args.target:
+        raise UnsupportedCombination("--board, --ram-kb and --flash-kb go with --target micro.")
+    requested = {name: (board if name == "micro" else {}) for name in dict.fromkeys(args.target)}
+    check_targets(requested)
+    return requested or None
+
+
+def _target_lines(public: dict) -> list[str]:
+    """One block per deployment target: verdict, why it does not run, arena/flash, vs LiteRT."""
+    lines = []
+    for name, t in (public.get("targets") or {}).items():
+        head = f"target {name}: {str(t.get('verdict') or '-').upper()}"
+        if t.get("arena_bytes") is not None:
+            head += f"  arena {t['arena_bytes']:,} bytes (recorded {_fmt(t.get('arena_recorded_bytes'), ',')})"
+        if t.get("flash_bytes") is not None:
+            head += f", flash {t['flash_bytes']:,} bytes"
+        lines.append(head)
+        if t.get("error"):
+            lines.append(f"  {t['error']}")
+        board = t.get("board") or {}
+        if board.get("fits"):
+            lines.append(f"  fits {board.get('label')}")
+        for o in t.get("outputs") or []:
+            lines.append(f"  {o['name'][:15]:<16}max_abs {_fmt(o.get('max_abs_error'))}  "
+                         f"psnr_db {_fmt(o.get('psnr_db'), '.1f')}  top1 {_fmt(o.get('top1_agreement'), '.3f')}")
+        for v in t.get("vs_litert") or []:
+            lsb = f", {_fmt(v.get('max_lsb'), 'g')} LSB" if v.get("max_lsb") is not None else ""
+            lines.append(f"  vs LiteRT {v.get('name', '')[:15]}: max |diff| {_fmt(v.get('max_abs_diff'))}{lsb}, "
+                         f"bit-exact {_fmt(v.get('bit_exact_fraction'), '.1%')}")
+        first = t.get("first_difference")
+        if first:
+            lines.append(f"  first op where TFLM and LiteRT differ by more than one step: #{first['index']} "
+                         f"{first['op']}" + (f" ({first['layer']})" if first.get("layer") else "")
+                         + f", {_fmt(first['max_diff'], 'g')} {first['unit']}")
+    return lines
+
+
 def _convert(args, limits, pool, history=None) -> int:
     from .pipeline import judge_report, report_json, source_json
     from .sources import source_from_path
     src = source_from_path(args.model, limits=limits)
     samples, bench = _specs(args)
     _tasks(args)
+    targets = _targets(args)
+    if targets and (args.keep_float or args.keep_float_ops or args.quantizer != "tf"):
+        raise UnsupportedCombination("--target runs on plain cells and given .tflite files for now, not with "
+                                     "--keep-float/--keep-float-ops/--quantizer aeq.")
     reference = None
     if src.format is SourceFormat.TFLITE:
         # Without --reference a .tflite is run and benchmarked against nothing but itself.
@@ -390,7 +448,7 @@ def _convert(args, limits, pool, history=None) -> int:
     try:
         if reference is not None:
             report = pool.run("provided", progress=progress, prepared=prepared, tflite_source=source_json(src),
-                              bench=bench)
+                              bench=bench, targets=targets)
         elif args.keep_float or args.keep_float_ops or args.quantizer != "tf":
             if args.quantizer == "tf" and args.route != "saved_model":
                 raise UnsupportedCombination("Keeping layers in float goes through TensorFlow's QuantizationDebugger "
@@ -400,7 +458,7 @@ def _convert(args, limits, pool, history=None) -> int:
                               quantizer=args.quantizer, int8_io=args.int8_io, bench=bench)
         else:
             report = pool.run("cell", progress=progress, prepared=prepared, route=args.route,
-                              optimization=args.optimize, int8_io=args.int8_io, bench=bench)
+                              optimization=args.optimize, int8_io=args.int8_io, bench=bench, targets=targets)
     except (ConversionError, WorkerError) as e:
         if reference is None and args.quantizer == "tf" and isinstance(e, ConversionError):
             e = _with_aeq_answer(e, args, pool, prepared, bench)

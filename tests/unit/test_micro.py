@@ -179,3 +179,34 @@ def test_an_op_tflm_lacks_is_named(tmp_path):
     assert "TFLM has no kernel for TOPK_V2" in t["error"] and t["missing_ops"] == ["TOPK_V2"]
     assert {o["op"]: o["runs_on_micro"] for o in t["ops"]}["TOPK_V2"] is False
     json.dumps(t)
+
+
+def test_cli_convert_with_target_micro_judges_the_device_and_sets_the_exit_code(models):
+    from lab_helpers import run_cli
+    r = run_cli("convert", models / "cnn.keras", "--optimize", "int8", "--target", "micro", "--board", "nano33ble",
+                "--num-samples", "8", "--no-latency", "--no-history", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    t = rep["targets"]["micro"]
+    assert rep["ok"] and t["verdict"] == "pass" and t["runs"] and t["arena_bytes"] % 16 == 0
+    assert t["board"]["fits"] and t["outputs"][0]["name"] == rep["outputs"][0]["name"]
+
+    # A dynamic-range model does not run on TFLM: the cell converted (not exit 3) but the target fails it.
+    r = run_cli("convert", models / "cnn.keras", "--optimize", "dynamic", "--target", "micro", "--num-samples", "4",
+                "--no-latency", "--no-history")
+    assert r.returncode == 1, r.stderr
+    block = r.stdout[r.stdout.index("target micro:"):]
+    assert block.startswith("target micro: DOES NOT RUN") and "TFLM has no hybrid kernels: use int8" in block
+
+    # A board too small: does not fit, said with the numbers.
+    r = run_cli("convert", models / "cnn.keras", "--optimize", "int8", "--target", "micro", "--ram-kb", "1",
+                "--flash-kb", "8", "--num-samples", "4", "--no-latency", "--no-history")
+    assert r.returncode == 1 and "target micro: DOES NOT FIT" in r.stdout and "does not fit" in r.stdout
+
+    for bad, words in ((["--board", "nano33ble"], "go with --target micro"),
+                       (["--target", "micro", "--board", "nosuch"], "Unknown board 'nosuch'"),
+                       (["--target", "micro", "--ram-kb", "64"], "both --ram-kb and --flash-kb")):
+        r = run_cli("convert", models / "cnn.keras", "--no-latency", "--no-history", *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert words in line

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     m.add_argument("--quantizers", nargs="+", choices=["tf", "aeq"], default=["tf"],
                    help="aeq adds one ai-edge-quantizer cell per optimization (aeq-int8, ...) next to TF's cells")
+    _target_args(m)
     _executor_args(m)
     z = sub.add_parser("zoo", help="the matrix over many models: one summary row per model")
     z.add_argument("models", nargs="+", metavar="PATH", help="a folder of models, a model, or a .txt file listing them")
@@ -420,6 +421,15 @@ def _target_lines(public: dict) -> list[str]:
     return lines
 
 
+def _target_cell(rep: dict, name: str) -> str:
+    """A matrix column: the target's verdict, with the arena where it ran."""
+    t = (rep.get("targets") or {}).get(name)
+    if not t:
+        return "-"
+    arena = f" {t['arena_bytes'] / 1024:,.1f} KB arena" if t.get("arena_bytes") else ""
+    return f"{str(t.get('verdict') or '-').upper()}{arena}"
+
+
 def _convert(args, limits, pool, history=None) -> int:
     from .pipeline import judge_report, report_json, source_json
     from .sources import source_from_path
@@ -528,6 +538,7 @@ def cmd_matrix(args) -> int:
         raise UnsupportedCombination(f"{src.filename} is already a .tflite; the matrix converts originals.")
     samples, bench = _specs(args)
     _tasks(args)
+    targets = _targets(args)
     runnable, refused = orchestrate.plan_cells(src.format, args.routes, args.optimizations)
     progress = _progress(not args.json)
     workers = max(1, min(args.workers, len(runnable) or 1))
@@ -536,7 +547,7 @@ def cmd_matrix(args) -> int:
     with _executor(args, workers, limits, prestart=workers) as executor:
         prepared = orchestrate.prepare(executor, source_json(src), samples, bench, progress)
         _check_tasks(args, prepared)
-        jobs = [orchestrate.CellJob(c.id, orchestrate.Cell(c.route, c.optimization, args.int8_io), prepared)
+        jobs = [orchestrate.CellJob(c.id, orchestrate.Cell(c.route, c.optimization, args.int8_io), prepared, targets)
                 for c in runnable]
         cells = {j.key: j.cell for j in jobs}
         seen: dict[str, str] = {}
@@ -605,7 +616,9 @@ def cmd_matrix(args) -> int:
         print(json.dumps(ordered, indent=2))
     else:
         from .activity import timing_note as timing
-        print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'acc/mae':>9}{'tflite ms':>11}  note")
+        names = list(targets or {})
+        print(f"{'cell':<28}{'status':<8}{'bytes':>10}{'max_abs':>11}{'top1':>7}{'acc/mae':>9}{'tflite ms':>11}"
+              + "".join(f"  {n:<20}" for n in names) + "  note")
         for rep in ordered:
             name = rep.get("cell") or f"{rep['route']}-{rep['optimization']}"
             m = rep["outputs"]
@@ -619,7 +632,7 @@ def cmd_matrix(args) -> int:
                 note += f" [latency {timing(rep.get('latency_conditions'))}]"
             print(f"{name:<28}{status:<8}{_fmt(rep['tflite_bytes'], ',') if rep['tflite_bytes'] else '-':>10}"
                   f"{_fmt(worst):>11}{_fmt(top1, '.3f'):>7}{_fmt((rep.get('accuracy') or {}).get('tflite'), '.4g'):>9}"
-                  f"{_fmt(lat, '.3f'):>11}  {note}")
+                  f"{_fmt(lat, '.3f'):>11}" + "".join(f"  {_target_cell(rep, n):<20}" for n in names) + f"  {note}")
     ran = [r for r in ordered if "error" not in r or r.get("error_kind") != "UnsupportedCombination"]
     if ran and all(r.get("error") for r in ran):
         return EXIT_CONVERSION

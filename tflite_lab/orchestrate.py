@@ -43,6 +43,7 @@ class CellJob:
     key: str
     cell: Cell
     prepared: dict
+    targets: dict | None = None         # {target name: options}: also judged there (targets/)
 
 
 def failure_record(e: TFLiteLabError) -> dict:
@@ -116,7 +117,7 @@ def store_cell(store, prepared: dict, cell: Cell, bench, report: dict) -> None:
 
 
 def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: dict, key: str | None = None,
-             progress=None, cancel=None) -> dict:
+             progress=None, cancel=None, targets: dict | None = None) -> dict:
     """Convert and evaluate one cell, keeping its report in ``done`` or its failure in ``failed``.
 
     Raises the cell's TFLiteLabError after recording it.
@@ -124,7 +125,8 @@ def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: di
     key = key or cell.id
     try:
         report = executor.run("cell", progress=progress, prepared=prepared, route=cell.route,
-                              optimization=cell.optimization, int8_io=cell.int8_io, bench=bench, cancel=cancel)
+                              optimization=cell.optimization, int8_io=cell.int8_io, bench=bench, cancel=cancel,
+                              **({"targets": targets} if targets else {}))
     except Cancelled:
         raise                   # nothing of a cancelled job is kept: the cell is simply pending again
     except TFLiteLabError as e:
@@ -159,7 +161,7 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
                 events.put((job.key, "cancelled"))
                 return
             run_cell(executor, job.cell, job.prepared, convert_only, done, failed, key=job.key,
-                     progress=lambda step, _t: events.put((job.key, step)), cancel=cancel)
+                     progress=lambda step, _t: events.put((job.key, step)), cancel=cancel, targets=job.targets)
             events.put((job.key, "done"))
         except Cancelled:
             events.put((job.key, "cancelled"))

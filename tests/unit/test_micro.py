@@ -210,3 +210,17 @@ def test_cli_convert_with_target_micro_judges_the_device_and_sets_the_exit_code(
         assert r.returncode == 2 and "Traceback" not in r.stderr
         (line,) = r.stderr.strip().splitlines()
         assert words in line
+
+
+def test_matrix_with_target_micro_has_a_column_and_judges_every_cell(models):
+    from lab_helpers import run_cli
+    r = run_cli("matrix", models / "cnn.keras", "--routes", "keras", "--optimizations", "int8", "dynamic",
+                "--target", "micro", "--num-samples", "4", "--no-latency", "--no-history", "--json")
+    assert r.returncode == 1, r.stderr                       # the dynamic cell does not run on TFLM
+    cells = {c["optimization"]: c for c in json.loads(r.stdout)}
+    assert cells["int8"]["targets"]["micro"]["verdict"] == "pass" and cells["int8"]["ok"]
+    assert cells["dynamic"]["targets"]["micro"]["verdict"] == "does not run" and not cells["dynamic"]["ok"]
+    r = run_cli("matrix", models / "cnn.keras", "--routes", "keras", "--optimizations", "int8", "--target", "micro",
+                "--num-samples", "4", "--no-latency", "--no-history")
+    header, row = r.stdout.splitlines()[:2]
+    assert "micro" in header and row.startswith("keras-int8") and "PASS" in row and "KB arena" in row

@@ -30,6 +30,7 @@ navigation = st.navigation([
     st.Page(common.PAGES["size_speed"], title="Size & speed", icon=":material/speed:"),
     st.Page(common.PAGES["matrix"], title="Matrix", icon=":material/grid_view:"),
     st.Page(common.PAGES["debug"], title="Debug", icon=":material/troubleshoot:"),
+    st.Page(common.PAGES["deploy"], title="Deploy", icon=":material/developer_board:"),
     st.Page(common.PAGES["history"], title="History", icon=":material/history:", default=start == "history"),
 ])
 if st.session_state.get("_permalink_error"):

@@ -31,7 +31,7 @@ from tflite_lab.types import Optimization, SourceFormat, Tolerances
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "sample_models"
 PAGES = {name: f"pages/{name}.py" for name in ("model", "convert", "compare", "size_speed", "matrix", "debug",
-                                                  "history")}
+                                                  "deploy", "history")}
 
 
 @dataclass(frozen=True)
@@ -386,12 +386,13 @@ def ensure_prepared(progress=None, alone: bool = False, cancel=None) -> dict:
     return ss["lab_prepared"]
 
 
-def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None, cancel=None) -> dict:
-    """Convert and evaluate one cell; keeps the report (or the failure) in the session."""
+def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progress=None, cancel=None,
+             targets: dict | None = None) -> dict:
+    """Convert and evaluate one cell (and run it on ``targets``); keeps the report (or the failure)."""
     cell = Cell(route, optimization, int8_io)
     try:
         report = orchestrate.run_cell(executor(), cell, prepared, bench_spec(), reports(), failures(),
-                                      progress=progress, cancel=cancel)
+                                      progress=progress, cancel=cancel, targets=targets)
     except TFLiteLabError:
         sidebar_summary()
         raise
@@ -401,9 +402,9 @@ def run_cell(route: str, optimization: str, int8_io: bool, prepared: dict, progr
     return report
 
 
-def run_provided(prepared: dict, progress=None, cancel=None) -> dict:
+def run_provided(prepared: dict, progress=None, cancel=None, targets: dict | None = None) -> dict:
     report = run_job("provided", progress=progress, cancel=cancel, prepared=prepared, tflite_source=model().source,
-                     bench=bench_spec())
+                     bench=bench_spec(), **({"targets": targets} if targets else {}))
     reports()["provided"] = report
     st.session_state["lab_selected"] = "provided"
     record("convert", ["provided"], prepared)

@@ -476,3 +476,32 @@ def sweep_figure(sweep: list[dict]) -> go.Figure:
                                  marker={"size": 24, "symbol": "star", "color": "rgba(0,0,0,0)",
                                          "line": {"width": 2, "color": PASS_COLOR}}))
     return _layout(fig, "Keep-float sweep: size vs error (× = out of tolerance)", "TFLite size (KB)", "max abs error")
+
+
+def board_fit_figure(board: dict) -> go.Figure:
+    """RAM and flash of a board as bars: what the model needs (arena or model bytes, plus the stated
+    runtime overhead) against what the board has; a bar past 100 % does not fit."""
+    rows = [("RAM", board.get("ram_needed_bytes"), board["ram_bytes"], board.get("runtime_ram_bytes") or 0, "tensor arena"),
+            ("Flash", board.get("flash_needed_bytes"), board["flash_bytes"], board.get("runtime_flash_bytes") or 0, "model")]
+    fig = go.Figure()
+    for label, color, pick in (("runtime (stated)", "#AAAAAA", lambda r: r[3]),
+                               ("model's own", None, lambda r: (r[1] or 0) - r[3])):
+        fig.add_bar(y=[r[0] for r in rows], x=[100 * pick(r) / r[2] for r in rows], orientation="h", name=label,
+                    marker_color=color or [PASS_COLOR if (r[1] or 0) <= r[2] else FAIL_COLOR for r in rows],
+                    text=[f"{pick(r):,} B {r[4] if label != 'runtime (stated)' else ''}".strip() for r in rows],
+                    hovertemplate="%{y}: %{x:.1f}% of the board<extra></extra>")
+    fig.add_vline(x=100, line_dash="dash", line_color=FAIL_COLOR)
+    fig.update_layout(barmode="stack")
+    return _layout(fig, f"Fit on {board.get('label', 'the board')}: RAM {board['ram_bytes']:,} B, flash "
+                   f"{board['flash_bytes']:,} B", "% of the board", "", height=260)
+
+
+def macs_figure(macs: dict) -> go.Figure:
+    """Multiply-accumulates per op in execution order, coloured by op type."""
+    per_op = macs.get("per_op") or []
+    fig = go.Figure()
+    for op in sorted({o["op"] for o in per_op}):
+        mine = [o for o in per_op if o["op"] == op]
+        fig.add_bar(x=[f"#{o['index']}" for o in mine], y=[o["macs"] for o in mine], name=op)
+    fig.update_xaxes(categoryorder="array", categoryarray=[f"#{o['index']}" for o in per_op])
+    return _layout(fig, f"MACs per op: {macs.get('total', 0):,} per inference", "op (execution order)", "MACs")

@@ -462,14 +462,34 @@ def cell_picker(label: str = "Result", key: str = "pick_cell") -> str | None:
 
 # ---- the matrix ----
 
+def matrix_targets() -> dict | None:
+    """The Matrix page's deployment targets: {"micro": {"board": ...}} while its Microcontroller switch is on."""
+    ss = st.session_state
+    return {"micro": {"board": ss.get("matrix_board") or "nano33ble"}} if ss.get("matrix_micro") else None
+
+
+def _on_targets(report: dict, targets: dict) -> bool:
+    have = report.get("targets") or {}
+    return all(name in have and (have[name].get("board") or {}).get("name") == opts.get("board")
+               for name, opts in targets.items())
+
+
 def pending_cells(fmt: SourceFormat) -> list[Cell]:
-    """Supported cells not computed yet (see ``orchestrate.pending_cells``)."""
-    return orchestrate.pending_cells(fmt, reports(), failures())
+    """Supported cells not computed yet (see ``orchestrate.pending_cells``), and with the Matrix page's
+    targets on, computed cells not yet run there."""
+    todo = orchestrate.pending_cells(fmt, reports(), failures())
+    targets = matrix_targets()
+    if targets:
+        from tflite_lab.routes import supported_cells
+        todo += [Cell(r.value, o.value) for r, o in supported_cells(fmt)
+                 if cell_id(r.value, o.value) in reports() and not _on_targets(reports()[cell_id(r.value, o.value)], targets)]
+    return todo
 
 
 def run_cells(cells: list[Cell], prepared: dict, render, cancel=None) -> None:
     """Run cells on the executor; ``render(states)`` redraws progress from this (the script's) thread."""
-    orchestrate.run_cells(executor(), [CellJob(c.id, c, prepared) for c in cells], bench_spec(), reports(),
+    targets = matrix_targets()
+    orchestrate.run_cells(executor(), [CellJob(c.id, c, prepared, targets) for c in cells], bench_spec(), reports(),
                           failures(), render, on_finish=lambda _key: sidebar_summary(), cancel=cancel)
     sidebar_summary()
 

@@ -18,11 +18,19 @@ if common.original() is not m:
             icon=":material/info:")
     st.stop()
 
+from tflite_lab.targets.boards import boards  # noqa: E402
+
+t = st.columns([1, 2], vertical_alignment="bottom")
+micro = t[0].toggle("Microcontroller", key="matrix_micro",
+                    help="Also run every cell on TFLite Micro's real kernels and check it fits the board; the best "
+                         "cell is then the smallest that runs and fits within tolerance")
+if micro:
+    t[1].selectbox("Board", list(boards()), key="matrix_board", format_func=lambda b: boards()[b]["label"])
 todo = common.pending_cells(m.format)
 supported = len(supported_cells(m.format))
 columns = {"note": st.column_config.TextColumn(width="large")}
 shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "accuracy",
-         "latency (ms)", "note"]
+         "latency (ms)", *(tables.MICRO_COLUMNS if micro else []), "note"]
 height = 36 + 35 * len(tables.matrix_frame(m.format))        # every cell visible, no inner scrolling
 c = st.columns([1, 1, 1, 1, 1, 2], vertical_alignment="bottom")
 c[0].metric("Cells", len(tables.matrix_frame(m.format)))
@@ -107,10 +115,14 @@ event = st.dataframe(tables.styled(frame), hide_index=True, column_config=column
                      on_select="rerun", selection_mode="single-row", height=height, column_order=shown,
                      placeholder="–")
 note = st.empty()           # what a clicked cell that cannot open on Compare says, right under the table
-rows = tables.pareto_rows()
+rows = tables.pareto_rows("micro" if micro else None)
 best = charts.best_cell(rows)
 if best:
-    st.success(f"Best: **{best}**, the smallest model within tolerance.", icon=":material/star:")
+    st.success(f"Best: **{best}**, the smallest model within tolerance" + (
+        f" that runs on TFLite Micro and fits {boards()[ss['matrix_board']]['label']}." if micro else "."),
+        icon=":material/star:")
+elif micro and rows:
+    st.warning("No cell runs on TFLite Micro, fits the board and is within tolerance.", icon=":material/warning:")
 if ss.get("lab_matrix_run"):
     common.link_and_report(ss["lab_matrix_run"], key="matrix")
 y_label = "max abs error"

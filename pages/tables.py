@@ -157,7 +157,7 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
             cid = cell_id(route.value, opt.value)
             row = {"cell": cid, "route": route.value, "optimization": opt.value, "status": "not run",
                    "size (KB)": None, "size vs original": None, "max abs error": None, "top-1": None,
-                   "accuracy": None, "latency (ms)": None, "note": ""}
+                   "accuracy": None, "latency (ms)": None, "note": "", **dict.fromkeys(MICRO_COLUMNS)}
             reason = refusal(route, opt, fmt)
             if reason:
                 row.update(status="refused", note=reason)
@@ -170,7 +170,7 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                            **{"size (KB)": r["tflite_bytes"] / 1024, "size vs original": r["size_ratio"],
                               "max abs error": worst_error(r), "top-1": min_top1(r),
                               "accuracy": _f((r.get("accuracy") or {}).get("tflite")),
-                              "latency (ms)": tfl.get("median_ms")})
+                              "latency (ms)": tfl.get("median_ms")}, **micro_columns(r))
             elif cid in failures():
                 row.update(status="error", note=failures()[cid]["message"] + _aeq_note(opt.value))
             if states and cid in states:
@@ -192,7 +192,8 @@ def matrix_frame(fmt: SourceFormat, states: dict | None = None) -> pd.DataFrame:
                      "status": "pass" if r["ok"] else "FAIL", "size (KB)": r["tflite_bytes"] / 1024,
                      "size vs original": r["size_ratio"], "max abs error": worst_error(r), "top-1": min_top1(r),
                      "accuracy": _f((r.get("accuracy") or {}).get("tflite")), "latency (ms)": tfl.get("median_ms"),
-                     "note": "; ".join(r["failures"]) or (f"float ops: {floats}" if floats else "")})
+                     "note": "; ".join(r["failures"]) or (f"float ops: {floats}" if floats else ""),
+                     **dict.fromkeys(MICRO_COLUMNS), **micro_columns(r)})
     for cid, f in failures().items():
         if cid.startswith("aeq-") and cid not in grid:
             rows.append({"cell": cid, "route": "ai-edge-quantizer", "optimization": cid[4:], "status": "error",
@@ -210,10 +211,26 @@ def _aeq_note(optimization: str) -> str:
     return ""
 
 
-def pareto_rows() -> list[dict]:
+MICRO_COLUMNS = ["micro", "arena (KB)", "fits board"]
+
+
+def micro_columns(r: dict) -> dict:
+    """The Matrix page's Microcontroller columns of a judged cell (empty when it was not run there)."""
+    t = (r.get("targets") or {}).get("micro")
+    if not t:
+        return {}
+    board = t.get("board") or {}
+    return {"micro": t.get("verdict"), "arena (KB)": t["arena_bytes"] / 1024 if t.get("arena_bytes") else None,
+            "fits board": board.get("fits") if board else None}
+
+
+def pareto_rows(target: str | None = None) -> list[dict]:
+    """Every computed cell; with ``target``, only those run there (their ``ok`` includes its verdict)."""
     rows = []
     for cid in reports():
         r = judged(cid)
+        if target and target not in (r.get("targets") or {}):
+            continue
         tfl = (r["latency"] or {}).get("tflite") or {}
         acc = r.get("accuracy") or {}
         rows.append({"cell": cid, "size_bytes": r["tflite_bytes"], "max_abs_error": worst_error(r),

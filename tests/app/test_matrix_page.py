@@ -78,3 +78,32 @@ keras.Model(x, keras.layers.Dense(3, activation="softmax")(h)).save(r"{tmp_path}
     assert failed and all(c.endswith("-int16x8") for c in failed), notes
     assert all("ai-edge-quantizer succeeds (aeq-int16x8" in notes[c] for c in failed), notes
     assert "aeq-int16x8" in app.session_state["lab_reports"] and "aeq-int8" not in app.session_state["lab_reports"]
+
+
+def test_microcontroller_switch_runs_every_cell_on_tflm_and_picks_the_smallest_that_runs_and_fits(app, tmp_path):
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", (
+        "import sys, keras; keras.utils.set_random_seed(0); x = keras.Input((24,), name='x');"
+        "h = keras.layers.Dense(64, activation='relu')(x);"
+        "keras.Model(x, keras.layers.Dense(3, activation='softmax', name='p')(h)).save(sys.argv[1])"),
+        str(tmp_path / "mlp.keras")], check=True, capture_output=True)
+    upload_model(app, "mlp.keras", (tmp_path / "mlp.keras").read_bytes())
+    convert(app, "saved_model", "int8")                 # computed without the target: redone with it
+    go(app, "matrix")
+    app.toggle(key="matrix_micro").set_value(True).run()
+    app.selectbox(key="matrix_board").set_value("pico").run()
+    assert app.button(key="run_matrix").label == "Run matrix"         # every cell, the int8 one again
+    app.button(key="run_matrix").click().run()
+    assert_clean(app)
+    table = app.dataframe[0].value.set_index("cell")
+    ran = table[table["status"].isin(["pass", "FAIL"])]
+    assert len(ran) == int(metrics(app)["Supported"]) and ran["micro"].notna().all()
+    assert (ran.loc[[c for c in ran.index if c.endswith("-dynamic")], "micro"] == "does not run").all()
+    assert (ran.loc[[c for c in ran.index if c.endswith("-int8")], "micro"] == "pass").all()
+    assert (ran.loc[ran["micro"] == "pass", "arena (KB)"] > 0).all()
+    best = next(s for s in texts(app.success) if s.startswith("Best: **"))
+    assert "that runs on TFLite Micro and fits Raspberry Pi Pico (RP2040)" in best
+    cell = best.split("**")[1]
+    passing = ran[(ran["status"] == "pass") & (ran["micro"] == "pass") & (ran["fits board"] == True)]  # noqa: E712
+    assert table.loc[cell, "micro"] == "pass" and table.loc[cell, "size (KB)"] == passing["size (KB)"].min()

@@ -254,6 +254,9 @@ def _write_out(out: Path, report: dict, public: dict) -> None:
         shutil.copyfile(labels, out / "labels.npy")
     if report.get("converter_log"):
         (out / "converter.log").write_text(report["converter_log"])
+    bundle = ((report.get("targets") or {}).get("micro") or {}).get("bundle_dir")
+    if bundle and Path(bundle).is_dir():          # the micro target's C++ bundle
+        shutil.copytree(bundle, out / "micro", dirs_exist_ok=True)
 
 
 def _fmt(x, spec=".3g"):

@@ -1,0 +1,243 @@
+"""The micro target's C++ bundle, generated from models built here and checked with the system C++
+compiler and TFLite Micro's real interpreter (issue 17)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BUILD = """
+import keras
+keras.utils.set_random_seed(0)
+x = keras.Input((8, 8, 1), name="img")
+h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+h = keras.layers.DepthwiseConv2D(3, activation="relu", name="dw")(h)
+h = keras.layers.MaxPooling2D(2)(h)
+h = keras.layers.Flatten()(h)
+keras.Model(x, keras.layers.Dense(3, activation="softmax", name="probs")(h)).save(r"{d}/cnn.keras")
+"""
+
+# Stubs of the tflite-micro API main.cc uses, with the real headers' paths and signatures
+# (tensorflow/lite/c/common.h, micro_mutable_op_resolver.h: the Add* names copied from TFLM's header).
+STUBS = {
+    "tensorflow/lite/c/common.h": """#pragma once
+#include <cstddef>
+#include <cstdint>
+typedef enum TfLiteStatus { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+typedef enum { kTfLiteNoType = 0, kTfLiteFloat32 = 1, kTfLiteInt32 = 2, kTfLiteUInt8 = 3, kTfLiteInt64 = 4,
+               kTfLiteBool = 6, kTfLiteInt16 = 7, kTfLiteInt8 = 9 } TfLiteType;
+typedef union TfLitePtrUnion { int32_t* i32; int64_t* i64; float* f; uint8_t* uint8; bool* b; int16_t* i16;
+                               int8_t* int8; } TfLitePtrUnion;
+typedef struct TfLiteTensor { TfLiteType type; TfLitePtrUnion data; size_t bytes; } TfLiteTensor;
+""",
+    "tensorflow/lite/schema/schema_generated.h": """#pragma once
+#include <cstdint>
+namespace tflite {
+struct Model { uint32_t version() const; };
+const Model* GetModel(const void* buf);
+}
+""",
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h": """#pragma once
+#include "tensorflow/lite/c/common.h"
+namespace tflite {
+class MicroOpResolver {};
+template <unsigned int tOpCount>
+class MicroMutableOpResolver : public MicroOpResolver {
+ public:
+  TfLiteStatus AddAdd(); TfLiteStatus AddAveragePool2D(); TfLiteStatus AddConcatenation();
+  TfLiteStatus AddConv2D(); TfLiteStatus AddDepthwiseConv2D(); TfLiteStatus AddDequantize();
+  TfLiteStatus AddFullyConnected(); TfLiteStatus AddLogistic(); TfLiteStatus AddMaxPool2D();
+  TfLiteStatus AddMean(); TfLiteStatus AddMul(); TfLiteStatus AddPack(); TfLiteStatus AddQuantize();
+  TfLiteStatus AddRelu(); TfLiteStatus AddShape(); TfLiteStatus AddStridedSlice();
+  TfLiteStatus AddReshape(); TfLiteStatus AddSoftmax(); TfLiteStatus AddTanh();
+};
+}
+""",
+    "tensorflow/lite/micro/micro_interpreter.h": """#pragma once
+#include <cstddef>
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+namespace tflite {
+class MicroInterpreter {
+ public:
+  MicroInterpreter(const Model* model, const MicroOpResolver& op_resolver, uint8_t* tensor_arena,
+                   size_t tensor_arena_size);
+  TfLiteStatus AllocateTensors();
+  TfLiteStatus Invoke();
+  TfLiteTensor* input(size_t index);
+  TfLiteTensor* output(size_t index);
+  size_t arena_used_bytes() const;
+};
+}
+""",
+    "tensorflow/lite/micro/micro_log.h": "#pragma once\nvoid MicroPrintf(const char* format, ...);\n",
+    "tensorflow/lite/micro/system_setup.h": "#pragma once\nnamespace tflite { void InitializeTarget(); }\n",
+}
+
+TFLM_SAMPLE0 = """
+import json, sys, numpy as np
+from tflite_micro.python.tflite_micro import runtime as r
+data = open(sys.argv[1], "rb").read()
+samples = np.load(sys.argv[2])
+names = json.loads(sys.argv[3])
+it = r.Interpreter.from_bytes(data, arena_size=1 << 20)
+for k, name in enumerate(names):
+    d = it.get_input_details(k)
+    x = samples[name][:1].astype(np.float32)
+    sc, zp = d["quantization_parameters"]["scales"], d["quantization_parameters"]["zero_points"]
+    if np.dtype(d["dtype"]).kind == "i" and len(sc):
+        info = np.iinfo(d["dtype"])
+        x = np.clip(np.round(x / np.float32(sc[0]) + zp[0]), info.min, info.max)
+    it.set_input(x.astype(d["dtype"]), k)
+it.invoke()
+outs = [np.asarray(it.get_output(k)).reshape(-1).tolist() for k in range(int(sys.argv[4]))]
+print(json.dumps(outs))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundle")
+    subprocess.run([sys.executable, "-c", BUILD.format(d=d)], check=True, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def int8_cell(models):
+    from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, prepare, run_cell, source_json
+    from tflite_lab.sources import source_from_path
+    off = BenchSpec(enabled=False)
+    prepared = prepare(source_json(source_from_path(models / "cnn.keras")), SampleSpec(count=4), off)
+    return judge_report(run_cell(prepared, "keras", "int8", int8_io=True, bench=off, targets={"micro": {}}))
+
+
+def _micro(rep):
+    from tflite_lab.pipeline import report_json
+    return report_json(rep)["targets"]["micro"]
+
+
+def _flatbuffer_ops(data: bytes) -> set[str]:
+    """Op names straight from the flatbuffer's operator codes."""
+    from ai_edge_litert import schema_py_generated as s
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    m = s.Model.GetRootAsModel(data, 0)
+    out = set()
+    for i in range(m.OperatorCodesLength()):
+        c = m.OperatorCodes(i)
+        out.add(names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())])
+    return out
+
+
+def _c_arrays(text: str) -> dict[str, list]:
+    arrays = {}
+    for m in re.finditer(r"const (\w+) (k(?:Input|Expected)\d+)\w*\[(\d+)\] = \{(.*?)\};", text, re.S):
+        ctype, ident, n, body = m.groups()
+        vals = [v.strip() for v in body.replace("\n", " ").split(",") if v.strip()]
+        conv = float if ctype == "float" else int
+        arrays[ident] = [conv(v.rstrip("f")) for v in vals]
+        assert len(arrays[ident]) == int(n)
+    return arrays
+
+
+def _check_bundle(bundle: Path, tflite: bytes, samples_path: str, t: dict, tmp: Path) -> None:
+    assert {"model_data.cc", "model_data.h", "model_ops.h", "main.cc", "README.md"} <= {p.name for p in bundle.iterdir()}
+    # model_data.cc compiles; the array parsed back is the .tflite, byte for byte; the symbols are global.
+    cc = (bundle / "model_data.cc").read_text()
+    assert "alignas(16) const unsigned char g_model_data[] = {" in cc
+    body = cc[cc.index("g_model_data[] = {") + len("g_model_data[] = {"):cc.index("};")]
+    assert bytes(int(v, 16) for v in body.replace("\n", " ").split(",") if v.strip()) == tflite
+    assert f"const unsigned int g_model_data_size = {len(tflite)};" in cc
+    obj = tmp / "model_data.o"
+    r = subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-c", str(bundle / "model_data.cc"), "-o", str(obj)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    syms = subprocess.run(["nm", "-S", "-C", str(obj)], capture_output=True, text=True).stdout
+    data_sym = next(ln.split() for ln in syms.splitlines() if ln.endswith(" g_model_data"))
+    assert data_sym[2] == "R" and int(data_sym[1], 16) == len(tflite)        # global, read-only, N bytes
+    assert any(ln.endswith(" R g_model_data_size") for ln in syms.splitlines())
+
+    # model_ops.h: one checked Add* per distinct op of the flatbuffer, N = their number.
+    from tflite_lab.targets.micro import resolver_name
+    ops_h = (bundle / "model_ops.h").read_text()
+    ops = _flatbuffer_ops(tflite)
+    calls = re.findall(r"if \(resolver\.(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;", ops_h)
+    assert sorted(calls) == sorted(resolver_name(op) for op in ops) and len(set(calls)) == len(calls)
+    assert len(re.findall(r"resolver\.Add", ops_h)) == len(ops)
+    assert f"constexpr unsigned int kModelOpCount = {len(ops)};" in ops_h
+
+    # main.cc parses (with -Wall -Wextra -Werror) against stub headers of the TFLM names it uses.
+    inc = tmp / "stub_include"
+    for rel, text in STUBS.items():
+        (inc / rel).parent.mkdir(parents=True, exist_ok=True)
+        (inc / rel).write_text(text)
+    for extra in ([], ["-DTFLITE_BUNDLE_NO_MAIN"]):
+        r = subprocess.run(["g++", "-fsyntax-only", "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{inc}",
+                            f"-I{bundle}", *extra, str(bundle / "main.cc")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    main = (bundle / "main.cc").read_text()
+    arena = int(re.search(r"constexpr int kTensorArenaSize = (\d+);", main).group(1))
+    assert arena % 16 == 0 and arena >= t["arena_bytes"] + max(1024, t["arena_bytes"] // 10)
+    assert "alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];" in main
+
+    # The embedded sample is sample 0; the embedded expected output is TFLM's for it, recomputed here.
+    arrays = _c_arrays(main)
+    with np.load(samples_path) as z:
+        samples = {k: z[k] for k in z.files}
+    ins = t["io"]["inputs"]
+    for k, i in enumerate(ins):
+        got = np.array(next(v for n, v in arrays.items() if n.startswith(f"kInput{k}")), dtype=np.float64)
+        np.testing.assert_array_equal(got.astype(np.float32), samples[i["name"]][0].reshape(-1).astype(np.float32))
+        if i["dtype"] == "int8":
+            assert f"QuantizeValue<int8_t>(kInput{k}_" in main and repr(i["quantization"][0])[:8] in main
+    r = subprocess.run([sys.executable, "-c", TFLM_SAMPLE0, t["tflite_path_for_test"], samples_path,
+                        json.dumps([i["name"] for i in ins]), str(len(t["io"]["outputs"]))], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = json.loads(r.stdout)
+    assert len(want) == len(t["io"]["outputs"])
+    for k, o in enumerate(t["io"]["outputs"]):
+        got = next(v for n, v in arrays.items() if n.startswith(f"kExpected{k}"))
+        if o["dtype"] == "float32":
+            np.testing.assert_allclose(got, want[k], rtol=1e-6, atol=1e-9)
+        else:
+            assert got == want[k]
+    readme = (bundle / "README.md").read_text()
+    assert f"{t['arena_bytes']:,} bytes" in readme and str(t["tflm_version"]) in readme
+    assert "Arduino" in readme and "ESP-IDF" in readme and "CMake" in readme
+
+
+def test_int8_bundle_compiles_names_the_ops_and_embeds_tflms_output(int8_cell, tmp_path):
+    rep = int8_cell
+    t = _micro(rep)
+    assert t["runs"] and t["verdict"] == "pass", t.get("error")
+    assert t["bundle_dir"] and "bundle_error" not in t, t.get("bundle_error")
+    assert t["io"]["inputs"][0]["dtype"] == "int8" and t["io"]["outputs"][0]["dtype"] == "int8"
+    tflite = Path(rep["tflite_path"]).read_bytes()
+    _check_bundle(Path(t["bundle_dir"]), tflite, rep["samples_path"], {**t, "tflite_path_for_test": rep["tflite_path"]},
+                  tmp_path)
+
+
+def test_cli_out_writes_the_float_bundle_to_out_micro(models, tmp_path):
+    from lab_helpers import run_cli
+    out = tmp_path / "out"
+    r = run_cli("convert", models / "cnn.keras", "--optimize", "none", "--target", "micro", "--num-samples", "4",
+                "--no-latency", "--no-history", "--json", "--out", out)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["targets"]["micro"]
+    assert t["verdict"] == "pass" and t["io"]["inputs"][0]["dtype"] == "float32"
+    micro = out / "micro"
+    assert sorted(p.name for p in micro.iterdir()) == ["README.md", "main.cc", "model_data.cc", "model_data.h",
+                                                       "model_ops.h"]
+    tflite = (out / "model.tflite").read_bytes()
+    _check_bundle(micro, tflite, str(out / "samples.npz"), {**t, "tflite_path_for_test": str(out / "model.tflite")},
+                  tmp_path)
+    assert "std::fabs" in (micro / "main.cc").read_text()

@@ -177,6 +177,14 @@ def convert(request: ConversionRequest, original, export_dir: str | None, fixed_
         warnings.append("Recurrent layers were unrolled (unroll=True, same weights): calibrating the looped form "
                         "crashes TF 2.21's converter (SIGSEGV) for int8/16x8.")
     t0 = time.perf_counter()
+    struct = getattr(getattr(original, "keras_model", None), "_inputs_struct", None)
+    if route is Route.KERAS and isinstance(struct, dict):
+        # from_keras_model traces the model with a list of inputs; a dict-input model (KerasHub
+        # backbones) refuses it and TF falls back to a tf_keras path that fails ("'NoneType' ...").
+        raise ConversionError(f"Conversion {route.value}-{opt.value} failed: from_keras_model cannot convert a "
+                              f"model whose inputs are a dict "
+                              f"({', '.join(sorted(struct))}): TensorFlow feeds it a list. Use the saved_model route "
+                              "(the same model through its model.export() SavedModel).")
     if route is Route.CLI:
         tflite, calls, log = _convert_cli(opt, export_dir, workdir)
     else:

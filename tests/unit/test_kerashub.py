@@ -139,6 +139,7 @@ def test_keras_route_fails_in_one_line(hub):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "keras-none failed" in lines[0]
+    assert "inputs are a dict" in lines[0] and "Use the saved_model route" in lines[0]
 
 
 # ---- what is refused, before Keras reads anything ----

@@ -356,9 +356,10 @@ adds the model, its ops and a check.
   used and the max difference per output and exits 0 when they match. In CMake:
   `add_executable(model_check main.cc model_data.cc)` linked with your TFLM library target.
 - **Arduino:** install a TFLM port for your board (Library Manager: search "TensorFlowLite"),
-  copy the four C++ files next to your `.ino`, add `#define TFLITE_BUNDLE_NO_MAIN` at the top of `main.cc`
-  (or rename it `model_check.cpp` with that define) and call `RunModelCheck()` from `setup()` after
-  `Serial.begin(...)`; `MicroPrintf` prints to the serial port.
+  copy the files into your sketch folder renaming the sources to `.cpp` (`model_data.cpp`,
+  `model_check.cpp` for `main.cc`), put `#define TFLITE_BUNDLE_NO_MAIN` on the first line of `model_check.cpp`,
+  declare `int RunModelCheck();` in your `.ino` and call it from `setup()` after `Serial.begin(...)`;
+  `MicroPrintf` prints to the serial port.
 - **ESP-IDF:** `idf.py add-dependency "espressif/esp-tflite-micro"`, put the files in `main/`, list
   `main.cc model_data.cc` in `main/CMakeLists.txt` (`idf_component_register(SRCS ...)`), compile with
   `-DTFLITE_BUNDLE_NO_MAIN` (`target_compile_definitions(${{COMPONENT_LIB}} PRIVATE TFLITE_BUNDLE_NO_MAIN)`) and

@@ -85,7 +85,7 @@ VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "ran, no reference": "RAN, NO RE
 
 
 def _verdict(v: str | None) -> str:
-    cls = {"pass": "pass", "fail": "fail", "error": "fail"}.get(v or "", "none")
+    cls = {"pass": "pass", "fail": "fail", "error": "fail", "does not run": "fail", "does not fit": "fail"}.get(v or "", "none")
     return f'<span class="verdict {cls}">{_e(VERDICT_TEXT.get(v, v or "?"))}</span>'
 
 
@@ -223,6 +223,28 @@ def _head_report(run: dict) -> dict | None:
     return next((r for r in reports if r.get("cell") == cell), reports[0] if reports else None)
 
 
+def targets_section(head: dict) -> str:
+    """Each deployment target the cell ran on (targets.micro): verdict, arena/flash, board, outputs, vs LiteRT."""
+    out = []
+    for name, t in (head.get("targets") or {}).items():
+        board = t.get("board") or {}
+        out.append(f"<h3>On {_e(name)} {_verdict(t.get('verdict'))}</h3><p>arena {_num(t.get('arena_bytes'), ',.0f')} "
+                   f"bytes (recorded {_num(t.get('arena_recorded_bytes'), ',.0f')}), flash {_num(t.get('flash_bytes'), ',.0f')} "
+                   f"bytes, {_num((t.get('macs') or {}).get('total'), ',.0f')} MACs"
+                   + (f"; {'fits' if board.get('fits') else 'does not fit'} {_e(board.get('label'))}" if board else "")
+                   + "</p>")
+        if t.get("error"):
+            out.append(f'<p class="fail">{_e(t["error"])}</p>')
+        if t.get("outputs"):
+            out.append(_generic_table([{k: o.get(k) for k in ("name", "max_abs_error", "mean_abs_error", "rmse",
+                                                               "psnr_db", "top1_agreement")} for o in t["outputs"]],
+                                      "target"))
+        if t.get("vs_litert"):
+            out.append("<p class='meta'>vs LiteRT (same .tflite, same samples)</p>"
+                       + _generic_table(t["vs_litert"], "target"))
+    return "\n".join(out)
+
+
 def run_section(run: dict, figs: _Figures) -> str:
     """Everything about one run: verdict, metrics, charts, size/latency, matrix, layers, script, provenance."""
     head = _head_report(run)
@@ -257,6 +279,7 @@ def run_section(run: dict, figs: _Figures) -> str:
                    + (f'; set by the user: {_e(", ".join(tol.get("user_set") or []))}' if tol.get("user_set") else "")
                    + "</p>")
         out.append("<h3>Size and latency</h3>" + size_latency_table(head))
+        out.append(targets_section(head))
         divs, note = _compare_charts(head, figs)
         out.append("<h3>Compare charts</h3>" + (f'<p class="meta">{_e(note)}</p>' if note else "")
                    + '<div class="charts">' + "".join(divs) + "</div>")

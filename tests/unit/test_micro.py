@@ -224,3 +224,19 @@ def test_matrix_with_target_micro_has_a_column_and_judges_every_cell(models):
                 "--num-samples", "4", "--no-latency", "--no-history")
     header, row = r.stdout.splitlines()[:2]
     assert "micro" in header and row.startswith("keras-int8") and "PASS" in row and "KB arena" in row
+
+
+def test_history_and_html_report_carry_the_micro_target(models, tmp_path):
+    from lab_helpers import run_cli
+    report = tmp_path / "r.html"
+    r = run_cli("convert", models / "cnn.keras", "--optimize", "int8", "--target", "micro", "--board", "pico",
+                "--num-samples", "4", "--no-latency", "--json", "--report", report)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    from tflite_lab.history import History
+    with History() as h:
+        run = h.get(rep["run_id"])
+    t = run["reports"][0]["targets"]["micro"]
+    assert t["arena_bytes"] == rep["targets"]["micro"]["arena_bytes"] and t["verdict"] == "pass"
+    html = report.read_text()
+    assert "On micro" in html and f"arena {t['arena_bytes']:,} bytes" in html and "fits Raspberry Pi Pico" in html

@@ -35,6 +35,10 @@ def test_int8_cell_on_a_board_passes_with_numbers_that_recompute(digits):
     assert float(outs["max abs error"].iloc[0]) == pytest.approx(
         float(np.max(np.abs(tflm[name].astype(np.float64) - ref[name]))), rel=1e-3)
     assert len(digits.get("plotly_chart")) == 2                   # board fit and MACs per op
+    from pathlib import Path
+    assert {"model_data.cc", "model_ops.h", "main.cc", "README.md"} <= {f.name for f in Path(t["bundle_dir"]).iterdir()}
+    assert any(getattr(b, "proto", None) is not None and "C++ bundle" in b.proto.label
+               for b in digits.get("download_button"))
 
 
 def test_dynamic_range_cell_does_not_run_and_says_why(digits):

@@ -23,6 +23,11 @@ h = keras.layers.DepthwiseConv2D(3, activation="relu", name="dw")(h)
 h = keras.layers.MaxPooling2D(2)(h)
 h = keras.layers.Flatten()(h)
 keras.Model(x, keras.layers.Dense(3, activation="softmax", name="probs")(h)).save(r"{d}/cnn.keras")
+a = keras.Input((6,), name="a"); b = keras.Input((4, 4, 1), name="b")
+h = keras.layers.Concatenate()([a, keras.layers.Flatten()(keras.layers.Conv2D(2, 3, activation="relu")(b))])
+h = keras.layers.Dense(8, activation="relu")(h)
+keras.Model([b, a], [keras.layers.Dense(5, activation="softmax", name="cls")(h),
+                     keras.layers.Dense(1, name="reg")(h)]).save(r"{d}/multi.keras")
 """
 
 # Real MicroMutableOpResolver methods (copied from TFLM's micro_mutable_op_resolver.h), a superset of the
@@ -321,3 +326,18 @@ def test_cli_out_writes_the_float_bundle_to_out_micro(models, tmp_path):
     _check_bundle(micro, tflite, str(out / "samples.npz"), {**t, "tflite_path_for_test": str(out / "model.tflite")},
                   tmp_path)
     assert "std::fabs" in (micro / "main.cc").read_text()
+
+
+def test_multi_io_bundle_embeds_every_input_and_output_in_the_flatbuffers_order(models, tmp_path):
+    from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, prepare, run_cell, source_json
+    from tflite_lab.sources import source_from_path
+    off = BenchSpec(enabled=False)
+    prepared = prepare(source_json(source_from_path(models / "multi.keras")), SampleSpec(count=4), off)
+    rep = judge_report(run_cell(prepared, "keras", "int8", int8_io=True, bench=off, targets={"micro": {}}))
+    t = _micro(rep)
+    assert t["runs"] and t["bundle_dir"], (t.get("error"), t.get("bundle_error"))
+    assert {i["name"] for i in t["io"]["inputs"]} == {"a", "b"} and {o["name"] for o in t["io"]["outputs"]} == {"cls", "reg"}
+    main = (Path(t["bundle_dir"]) / "main.cc").read_text()
+    assert main.count("interpreter.input(") == 2 and main.count("interpreter.output(") == 2
+    _check_bundle(Path(t["bundle_dir"]), Path(rep["tflite_path"]).read_bytes(), rep["samples_path"],
+                  {**t, "tflite_path_for_test": rep["tflite_path"]}, tmp_path)

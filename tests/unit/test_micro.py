@@ -240,3 +240,22 @@ def test_history_and_html_report_carry_the_micro_target(models, tmp_path):
     assert t["arena_bytes"] == rep["targets"]["micro"]["arena_bytes"] and t["verdict"] == "pass"
     html = report.read_text()
     assert "On micro" in html and f"arena {t['arena_bytes']:,} bytes" in html and "fits Raspberry Pi Pico" in html
+
+
+def test_an_unrolled_recurrent_int8_cell_runs_on_tflm_and_its_error_recomputes(tmp_path):
+    subprocess.run([sys.executable, "-c", (
+        "import sys, keras; keras.utils.set_random_seed(1); x = keras.Input((8, 4), name='seq');"
+        "h = keras.layers.LSTM(6, name='lstm')(x);"
+        "keras.Model(x, keras.layers.Dense(3, activation='softmax', name='p')(h)).save(sys.argv[1])"),
+        str(tmp_path / "lstm.keras")], check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    from tflite_lab.pipeline import BenchSpec, SampleSpec, judge_report, prepare, report_json, run_cell, source_json
+    from tflite_lab.sources import source_from_path
+    off = BenchSpec(enabled=False)
+    prepared = prepare(source_json(source_from_path(tmp_path / "lstm.keras")), SampleSpec(count=8), off)
+    rep = judge_report(run_cell(prepared, "saved_model", "int8", bench=off, targets={"micro": {}}))
+    assert any("unrolled" in w for w in rep["warnings"])             # the recurrent layer was unrolled for int8
+    t = report_json(rep)["targets"]["micro"]
+    assert t["runs"] and t["verdict"] in ("pass", "fail") and t["arena_bytes"] >= (t["arena_recorded_bytes"] or 0)
+    tflm, ref = np.load(t["outputs_path"]), np.load(rep["reference_path"])
+    (o,) = t["outputs"]
+    assert o["max_abs_error"] == pytest.approx(float(np.max(np.abs(tflm["p"].astype(np.float64) - ref["p"]))), rel=1e-4)

@@ -4,28 +4,28 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from pages import common, tables
+from pages import jobs, runs, state, tables
 from tflite_lab import charts
 from tflite_lab.types import Tolerances
 
 ss = st.session_state
 st.title("Compare")
-m = common.need_model() or st.stop()
+m = jobs.need_model() or st.stop()
 top = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
 with top[0]:
-    cell = common.cell_picker("Converted model", key="compare_cell")
+    cell = state.cell_picker("Converted model", key="compare_cell")
 if cell is None:
     st.info("Nothing converted yet: convert on the Convert page, or run the Matrix.", icon=":material/info:")
-    st.page_link(common.PAGES["convert"], label="Go to Convert", icon=":material/arrow_forward:")
+    st.page_link(state.PAGES["convert"], label="Go to Convert", icon=":material/arrow_forward:")
     st.stop()
 
-report = common.reports()[cell]
+report = state.reports()[cell]
 if report.get("reference_path") is None:
     # A .tflite run without its original: nothing to compare, but NaN/inf outputs still fail.
-    judged = common.judged(cell)
+    judged = state.judged(cell)
     st.metric("Verdict", tables.verdict(judged))
-    common.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
-    common.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
+    runs.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
+    runs.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
     st.info("No original model was given, so nothing was compared: the .tflite was run on the samples. "
             "Upload the original on the Model page to compare.", icon=":material/info:")
     st.dataframe(tables.styled(tables.output_stats_frame(judged)), hide_index=True, placeholder="–")
@@ -33,8 +33,8 @@ if report.get("reference_path") is None:
         st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
     st.stop()
 
-tol = common.tolerances_for(cell, report)
-default = common.default_tolerances(report)
+tol = state.tolerances_for(cell, report)
+default = state.default_tolerances(report)
 keys = {f: f"tol_{f}_{cell}" for f in ("max_abs_error", "min_top1", "min_psnr_db")
         + (("min_accuracy_delta",) if report.get("accuracy") else ())}
 task_keys = {mm["name"]: f"task_{mm['name']}_{cell}" for mm in report["metrics"]}
@@ -78,15 +78,15 @@ if acc:
                       key=keys["min_accuracy_delta"], on_change=save_tolerances, placeholder="not checked",
                       help="TFLite minus original accuracy, e.g. -0.01 (for MAE: relative, -0.05 = at most 5% worse).")
 
-judged = common.judged(cell)
-reference, predicted = common.load_npz(report["reference_path"]), common.load_npz(report["predictions_path"])
-inputs = common.load_npz(report["samples_path"])
+judged = state.judged(cell)
+reference, predicted = state.load_npz(report["reference_path"]), state.load_npz(report["predictions_path"])
+inputs = state.load_npz(report["samples_path"])
 frame = tables.metrics_frame(judged)
 top1 = tables.min_top1(report)
 c = st.columns(5)
 tables.verdict_metric(c[0], judged)
 with c[0]:
-    common.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
+    runs.copy_link(ss["lab_run_ids"].get(cell), key="compare_link")
 c[1].metric("Outputs within tolerance", f"{(frame['status'] == 'pass').sum()} / {len(frame)}")
 c[2].metric("Worst max abs error", tables.number(tables.worst_error(report)))
 c[3].metric("Lowest top-1 agreement", tables.number(top1, ".1%"))
@@ -96,7 +96,13 @@ st.dataframe(tables.styled(frame), hide_index=True, placeholder="–",
              column_config={"tolerances applied": st.column_config.TextColumn(width="large")})
 for f in judged["failures"]:
     st.warning(f"Out of tolerance: {f}", icon=":material/rule:")
-common.float_ops_caption(report)
+state.float_ops_caption(report)
+if st.toggle("Run on this device", key=f"compare_device_{cell}",
+             help="Runs this cell's .tflite in LiteRT.js in this browser (a phone, a laptop) and judges its outputs "
+                  "with these tolerances; each run is kept in the history next to the cell's run."):
+    from pages import device_panel
+    with st.container(border=True):
+        device_panel.panel(cell, key="compare_device")
 for n in report.get("matching", []):
     (st.warning if n.startswith("warning: ") else st.caption)(f"Tensor matching: {n.removeprefix('warning: ')}")
 with st.expander("How each output is judged"):
@@ -117,7 +123,7 @@ d[1].download_button("Predictions (.npz)", lambda: Path(report["predictions_path
                      f"{cell}-predictions.npz", mime="application/octet-stream",
                      icon=":material/download:", on_click="ignore")
 with d[2]:
-    common.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
+    runs.report_download([ss["lab_run_ids"][cell]] if cell in ss["lab_run_ids"] else [], key="compare_report")
 
 outputs = list(reference)
 per_sample = {mm["name"]: mm["per_sample_max_abs"] for mm in report["metrics"]}
@@ -149,4 +155,5 @@ if classifiers:
     st.subheader("Classifier agreement", divider="gray")
     cols = st.columns(2)
     for i, name in enumerate(classifiers):
-        cols[i % 2].plotly_chart(charts.confusion_figure(reference[name], predicted[name], name), key=f"conf_{name}")
+        cols[i % 2].plotly_chart(charts.confusion_figure(reference[name], predicted[name], name, state.class_names()),
+                                 key=f"conf_{name}")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import common, tables
+from pages import jobs, runs, state, tables
 from tflite_lab.activity import timing_note
 from tflite_lab.charts import human_bytes, human_ms
 from tflite_lab.errors import TFLiteLabError
@@ -13,8 +13,8 @@ from tflite_lab.routes import CAPABILITIES, refusal
 from tflite_lab.types import Optimization, Route
 
 st.title("Convert")
-m = common.need_model() or st.stop()
-orig = common.original()
+m = jobs.need_model() or st.stop()
+orig = state.original()
 alone = orig is None        # a .tflite without its original: it can be run, not compared
 if alone:
     st.info(refusal(Route.SAVED_MODEL, Optimization.NONE, m.format) + " Upload the original on the Model page "
@@ -35,7 +35,7 @@ elif m is orig:
     int8_io = right.checkbox("int8 model inputs and outputs (default: float I/O)", key="conv_int8io",
                              persist_state="session", disabled=opt != Optimization.INT8.value)
     int8_io = bool(int8_io and opt == Optimization.INT8.value)
-    cell, reason = common.cell_id(route, opt, int8_io), refusal(route, opt, orig.format)
+    cell, reason = jobs.cell_id(route, opt, int8_io), refusal(route, opt, orig.format)
 else:   # an uploaded .tflite: nothing to convert, it is compared with its original as it is
     left.markdown(f"**{m.label}** is already a .tflite: it is compared with **{orig.label}** as it is.")
     cell, reason = "provided", None
@@ -52,28 +52,28 @@ if reason:
     st.error(reason, icon=":material/block:")
 
 label = "Run it alone" if alone else "Compare" if cell == "provided" else "Convert"
-common.show_cancelled()
+jobs.show_cancelled()
 if st.button(label, type="primary", disabled=bool(reason), key="convert"):
     with st.status(f"{cell}…", expanded=True) as status:
-        stop = common.cancel_button(f"Converting {cell}", key="convert_cancel")
-        log = common.StepLog(status, cell)
+        stop = jobs.cancel_button(f"Converting {cell}", key="convert_cancel")
+        log = jobs.StepLog(status, cell)
         try:
-            prepared = common.ensure_prepared(log, alone=alone, cancel=stop)
+            prepared = jobs.ensure_prepared(log, alone=alone, cancel=stop)
             if cell == "provided":
-                common.run_provided(prepared, log, stop)
+                jobs.run_provided(prepared, log, stop)
             else:
-                common.run_cell(route, opt, int8_io, prepared, log, stop)
+                jobs.run_cell(route, opt, int8_io, prepared, log, stop)
             log.done(f"{cell} done")
         except TFLiteLabError as e:
-            common.failures()[cell] = common.failure_record(e)
+            state.failures()[cell] = jobs.failure_record(e)
             log.failed(f"{cell} failed")
 
-if cell in common.failures():
-    common.show_error(common.failures()[cell])
-if cell not in common.reports():
+if cell in state.failures():
+    state.show_error(state.failures()[cell])
+if cell not in state.reports():
     st.stop()
 
-report = common.judged(cell)
+report = state.judged(cell)
 lat = report["latency"] or {}
 orig_ms = (lat.get("original") or {}).get("median_ms")
 tfl_ms = (lat.get("tflite") or {}).get("median_ms")
@@ -84,7 +84,7 @@ c = st.columns(5)
 tables.verdict_metric(c[0], report, help="Against the tolerances (editable on Compare)" if not alone
             else "Nothing was compared: no original model. Fails only when an output is NaN/inf.")
 with c[0]:
-    common.copy_link(st.session_state["lab_run_ids"].get(cell), key="convert_link")
+    runs.copy_link(st.session_state["lab_run_ids"].get(cell), key="convert_link")
 c[1].metric("TFLite size", human_bytes(report["tflite_bytes"]),
             None if alone else f"{report['size_ratio'] - 1:+.0%} vs original", delta_color="inverse")
 c[2].metric("Max abs error", tables.number(tables.worst_error(report)))
@@ -112,7 +112,7 @@ d[0].download_button("Download .tflite", lambda: Path(report["tflite_path"]).rea
                      mime="application/octet-stream", type="primary", icon=":material/download:", on_click="ignore")
 d[1].download_button("Samples (.npz)", lambda: Path(report["samples_path"]).read_bytes(), f"{stem}-samples.npz",
                      mime="application/octet-stream", icon=":material/download:", on_click="ignore")
-d[2].page_link(common.PAGES["compare"], label="See the comparison", icon=":material/compare_arrows:")
+d[2].page_link(state.PAGES["compare"], label="See the comparison", icon=":material/compare_arrows:")
 with st.expander(f"Converter warnings ({len(report['warnings'])}) and log"):
     for w in report["warnings"]:
         st.warning(w)

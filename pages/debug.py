@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import common, tables
+from pages import jobs, runs, state, tables
 from tflite_lab import charts
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.graphview import graph_dot
@@ -15,8 +15,8 @@ from tflite_lab.types import Tolerances
 
 ss = st.session_state
 st.title("Debug")
-m = common.need_model() or st.stop()
-if common.original() is not m:
+m = jobs.need_model() or st.stop()
+if state.original() is not m:
     st.info("Debug starts from the original model; this one is already a .tflite.", icon=":material/info:")
     st.stop()
 
@@ -30,22 +30,22 @@ min_acc = top[2].number_input("Accuracy change ≥ (labels)", value=-0.01, step=
                               "TFLite minus original accuracy (for MAE: relative). Empty: not checked.")
 run = top[3].button("Debug", type="primary", key="debug_run", icon=":material/troubleshoot:")
 key = f"{quantizer}-{opt}"
-common.show_cancelled()
+jobs.show_cancelled()
 if run:
     with st.status(f"Debugging {opt} ({QUANTIZERS[quantizer]})…", expanded=True) as status:
-        stop = common.cancel_button(f"Debugging {opt}", key="debug_cancel")
-        log = common.StepLog(status, "Debugging")
+        stop = jobs.cancel_button(f"Debugging {opt}", key="debug_cancel")
+        log = jobs.StepLog(status, "Debugging")
         try:
-            prepared = common.ensure_prepared(log, cancel=stop)
+            prepared = jobs.ensure_prepared(log, cancel=stop)
             tol = Tolerances.for_optimization(opt).override(min_accuracy_delta=min_acc)
-            ss["lab_debug"][key] = common.run_job("debug", progress=log, cancel=stop, prepared=prepared, optimization=opt,
+            ss["lab_debug"][key] = jobs.run_job("debug", progress=log, cancel=stop, prepared=prepared, optimization=opt,
                                                   quantizer=quantizer, tolerances=tol.to_json(),
-                                                  sample_spec=dataclasses.asdict(common.samples().spec))
-            common.record_debug(ss["lab_debug"][key], prepared)
+                                                  sample_spec=dataclasses.asdict(state.samples().spec))
+            runs.record_debug(ss["lab_debug"][key], prepared)
             log.done("Debugged")
         except TFLiteLabError as e:
             log.failed("Debugging failed")
-            common.show_error(e)
+            state.show_error(e)
 result = ss["lab_debug"].get(key)
 if result is None:
     st.info("Press **Debug** for the per-layer error of this recipe, the layers to keep in float and the sweep.",
@@ -55,7 +55,7 @@ if result is None:
 for n in result["notes"]:
     st.info(n, icon=":material/info:")
 if result.get("run_id"):
-    common.link_and_report(result["run_id"], key="debug")
+    runs.link_and_report(result["run_id"], key="debug")
 layers = pd.DataFrame(result["layers"])
 metric = result["metric"]
 label = {"rmse_per_scale": "RMSE / scale", "noise_added": "noise added"}[metric]
@@ -135,27 +135,27 @@ keep_ops = k[1].multiselect("Op types", ops, key=f"debug_keep_ops_{key}")
 if k[2].button("Convert with these in float", key="debug_keep_run", disabled=not (keep or keep_ops),
                icon=":material/tune:"):
     with st.status("Converting with float layers…", expanded=True) as status:
-        stop = common.cancel_button("Converting with float layers", key="debug_keep_cancel")
-        log = common.StepLog(status, "Converting")
+        stop = jobs.cancel_button("Converting with float layers", key="debug_keep_cancel")
+        log = jobs.StepLog(status, "Converting")
         try:
-            report = common.run_job("selective", progress=log, cancel=stop,
-                                    prepared=common.ensure_prepared(log, cancel=stop), keep_float=keep,
+            report = jobs.run_job("selective", progress=log, cancel=stop,
+                                    prepared=jobs.ensure_prepared(log, cancel=stop), keep_float=keep,
                                     keep_float_ops=keep_ops, optimization=opt, quantizer=quantizer,
-                                    bench=common.bench_spec())
-            common.reports()[report["cell"]] = report
+                                    bench=state.bench_spec())
+            state.reports()[report["cell"]] = report
             ss["lab_selected"] = report["cell"]
-            common.record("convert", [report["cell"]], common.ensure_prepared())
-            common.sidebar_summary()
+            runs.record("convert", [report["cell"]], jobs.ensure_prepared())
+            state.sidebar_summary()
             log.done(f"Converted {report['cell']}")
         except TFLiteLabError as e:
             log.failed("Conversion failed")
-            common.show_error(e)
+            state.show_error(e)
 cell = ss.get("lab_selected")
-if cell in common.reports() and common.reports()[cell].get("float_ops") is not None and cell.endswith("float)"):
-    r = common.judged(cell)
+if cell in state.reports() and state.reports()[cell].get("float_ops") is not None and cell.endswith("float)"):
+    r = state.judged(cell)
     st.success(f"**{cell}**: {tables.verdict(r)}, {r['tflite_bytes']:,} bytes"
                + (f" (+{r['float_cost_bytes']:,} for the float ops)" if r.get("float_cost_bytes") is not None else "")
                + "; it is on Compare, Size & speed and Matrix.", icon=":material/check_circle:")
-    common.copy_link(ss["lab_run_ids"].get(cell), key="debug_cell_link")
+    runs.copy_link(ss["lab_run_ids"].get(cell), key="debug_cell_link")
     st.dataframe(pd.DataFrame(r["float_ops"]), hide_index=True, key="debug_float_ops")
-    st.page_link(common.PAGES["compare"], label="Open on Compare", icon=":material/compare_arrows:")
+    st.page_link(state.PAGES["compare"], label="Open on Compare", icon=":material/compare_arrows:")

@@ -4,7 +4,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from pages import common, tables
+from pages import runs, state, tables
 from tflite_lab import charts, report_html
 from tflite_lab.errors import HistoryError
 from tflite_lab.history import SORTS, RunFilter
@@ -13,9 +13,9 @@ PAGE_SIZE = 50
 ss = st.session_state
 st.title("History")
 try:
-    h = common.history()
+    h = runs.history()
 except HistoryError as e:
-    common.show_error(e)
+    state.show_error(e)
     st.stop()
 
 f = st.columns([2, 1, 1, 2, 2], vertical_alignment="bottom")
@@ -52,7 +52,8 @@ def _f(x):
 
 frame = pd.DataFrame([{
     "run": r["id"], "time": dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
-    "kind": r["kind"], "from": r["origin"], "model": r["model_name"],
+    "kind": f"device: {r['summary'].get('device')} ({r['summary'].get('accelerator')})" if r["kind"] == "device"
+            else r["kind"], "from": r["origin"], "model": r["model_name"],
     "cell": f"{r['route'] or ''}-{r['recipe'] or ''}".strip("-") or "–",
     "verdict": tables.VERDICT_TEXT.get(r["verdict"], r["verdict"]), "size (KB)": (r["tflite_bytes"] or 0) / 1024 or None,
     "max abs error": _f(r["summary"].get("max_abs_error")), "top-1": _f(r["summary"].get("min_top1")),
@@ -80,12 +81,12 @@ if len(picked) == 1:
     a = st.columns([1, 1, 1, 1, 3], vertical_alignment="bottom")
     a[0].metric("Verdict", tables.VERDICT_TEXT.get(run["verdict"], run["verdict"]).upper())
     with a[1]:
-        common.copy_link(run["id"], key="hist_link")
+        runs.copy_link(run["id"], key="hist_link")
     if a[2].button("Open on Compare", key="hist_open", icon=":material/compare_arrows:", disabled=not run["reports"]):
-        common.open_run(run)
-        st.switch_page(common.PAGES["compare"])
+        runs.open_run(run)
+        st.switch_page(state.PAGES["compare"])
     with a[3]:
-        common.report_download([run["id"]], key="hist_report")
+        runs.report_download([run["id"]], key="hist_report")
     with st.form("hist_edit"):
         note = st.text_area("Note", value=run["note"], key=f"hist_note_{run['id']}")
         reviewer = st.text_input("Reviewer tag", value=run["reviewer"], key=f"hist_reviewer_{run['id']}")
@@ -96,10 +97,17 @@ if len(picked) == 1:
                + " · ".join(f"{k} {v}" for k, v in run["versions"].items()) + f" · {run['host_cpu']}")
     for cell, fail in (run.get("failed_cells") or {}).items():
         st.caption(f"{cell}: {fail['message']}")
+    from pages import device_panel
+    if run["kind"] == "device":
+        st.caption(f"Ran on a visitor's device; the cell's run is {run.get('parent_run') or 'not recorded'}.")
+        device_panel.show_result((run.get("extra") or {}).get("device") or {}, None, where="on that device")
+    elif run.get("devices"):
+        head = next((r for r in run["reports"] if r.get("cell") == run.get("cell")), run["reports"][0] if run["reports"] else {})
+        device_panel.devices_table(run["id"], head)
 elif len(picked) > 1:
-    runs = [r for r in (h.get(i) for i in picked) if r]
-    st.subheader(f"{len(runs)} runs side by side", divider="gray")
-    labels, lines = report_html.side_by_side(runs)
+    chosen = [r for r in (h.get(i) for i in picked) if r]
+    st.subheader(f"{len(chosen)} runs side by side", divider="gray")
+    labels, lines = report_html.side_by_side(chosen)
     table = []
     for name, vals, spec in lines:
         row = {"": name}
@@ -112,16 +120,16 @@ elif len(picked) > 1:
     st.caption("Deltas in brackets are against the first run.")
     b = st.columns([1, 1, 4], vertical_alignment="bottom")
     with b[0]:
-        common.copy_link([r["id"] for r in runs], key="hist_link_many")
+        runs.copy_link([r["id"] for r in chosen], key="hist_link_many")
     with b[1]:
-        common.report_download([r["id"] for r in runs], key="hist_report_many")
-    overlays = report_html.overlaid_per_sample(runs)
+        runs.report_download([r["id"] for r in chosen], key="hist_report_many")
+    overlays = report_html.overlaid_per_sample(chosen)
     if not overlays:
         st.info("These runs used different samples, so their output charts are not overlaid.", icon=":material/info:")
     cols = st.columns(2)
     by = {name: vals for name, vals, _ in lines}
     figures = [charts.runs_scatter_figure(ref, cands, name) for name, (ref, cands)
-               in report_html.overlaid_outputs(runs).items()]
+               in report_html.overlaid_outputs(chosen).items()]
     figures += [charts.runs_per_sample_figure(series, name) for name, series in overlays.items()]
     figures += [charts.runs_bar_figure(dict(zip(labels, by["TFLite bytes"])), "TFLite size", "bytes"),
                 charts.runs_bar_figure(dict(zip(labels, by["latency median (ms)"])), "Latency (median)", "ms")]

@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from pages import common, tables
+from pages import jobs, runs, state, tables
 from tflite_lab import charts
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.orchestrate import aeq_can_help
@@ -11,9 +11,9 @@ from tflite_lab.routes import supported_cells
 
 ss = st.session_state
 st.title("Matrix")
-st.caption(f"executor: {common.executor_label()}")
-m = common.need_model() or st.stop()
-if common.original() is not m:
+st.caption(f"executor: {jobs.executor_label()}")
+m = jobs.need_model() or st.stop()
+if state.original() is not m:
     st.info("The matrix converts an original model; this one is already a .tflite (see Compare).",
             icon=":material/info:")
     st.stop()
@@ -26,7 +26,7 @@ micro = t[0].toggle("Microcontroller", key="matrix_micro",
                          "cell is then the smallest that runs and fits within tolerance")
 if micro:
     t[1].selectbox("Board", list(boards()), key="matrix_board", format_func=lambda b: boards()[b]["label"])
-todo = common.pending_cells(m.format)
+todo = jobs.pending_cells(m.format)
 supported = len(supported_cells(m.format))
 columns = {"note": st.column_config.TextColumn(width="large")}
 shown = ["route", "optimization", "status", "size (KB)", "size vs original", "max abs error", "top-1", "accuracy",
@@ -35,28 +35,28 @@ height = 36 + 35 * len(tables.matrix_frame(m.format))        # every cell visibl
 c = st.columns([1, 1, 1, 1, 1, 2], vertical_alignment="bottom")
 c[0].metric("Cells", len(tables.matrix_frame(m.format)))
 c[1].metric("Supported", supported)
-c[2].metric("Computed", sum(common.cell_id(r, o) in common.reports() for r, o in
+c[2].metric("Computed", sum(jobs.cell_id(r, o) in state.reports() for r, o in
                             ((r.value, o.value) for r, o in supported_cells(m.format))))
-c[3].metric("Within tolerance", sum(common.judged(cell)["ok"] for cell in common.reports()))
-c[4].metric("Errors", len(common.failures()), help="Cells whose conversion or run failed (see the note)")
+c[3].metric("Within tolerance", sum(state.judged(cell)["ok"] for cell in state.reports()))
+c[4].metric("Errors", len(state.failures()), help="Cells whose conversion or run failed (see the note)")
 run = c[5].button(f"Run {len(todo)} remaining cells" if todo and len(todo) < supported else "Run matrix",
                   type="primary", disabled=not todo, key="run_matrix", icon=":material/play_arrow:",
                   help="Cells already computed are kept, not redone.")
 
-common.show_cancelled()
+jobs.show_cancelled()
 if run:
     prepared, t0 = None, time.monotonic()
-    stop = common.cancel_button("The matrix run", key="matrix_cancel")
+    stop = jobs.cancel_button("The matrix run", key="matrix_cancel")
     with st.status("Preparing the samples and the reference outputs…") as status:
-        log = common.StepLog(status, "Preparing")
+        log = jobs.StepLog(status, "Preparing")
         try:
-            prepared = common.ensure_prepared(log, cancel=stop)
+            prepared = jobs.ensure_prepared(log, cancel=stop)
             log.done("Prepared")
         except TFLiteLabError as e:
             log.failed("Preparing failed")
             error = e
     if prepared is None:
-        common.show_error(error)
+        state.show_error(error)
     else:
         bar, slot = st.progress(0.0, text=f"Running {len(todo)} cells…"), st.empty()
 
@@ -67,45 +67,45 @@ if run:
             slot.dataframe(tables.styled(tables.matrix_frame(m.format, states)), hide_index=True,
                            column_config=columns, height=height, column_order=shown, placeholder="–")
 
-        common.run_cells(todo, prepared, render, stop)
+        jobs.run_cells(todo, prepared, render, stop)
         # TF's calibration failed where ai-edge-quantizer may not: its cell of that recipe is run once
         # so the failing cells' notes say whether it succeeds.
-        for o in sorted({c.optimization for c in todo if c.id in common.failures()
-                         and aeq_can_help(common.failures()[c.id], c.optimization)}):
-            if f"aeq-{o}" not in common.reports() and f"aeq-{o}" not in common.failures():
+        for o in sorted({c.optimization for c in todo if c.id in state.failures()
+                         and aeq_can_help(state.failures()[c.id], c.optimization)}):
+            if f"aeq-{o}" not in state.reports() and f"aeq-{o}" not in state.failures():
                 slot.caption(f"TensorFlow's {o} failed to calibrate: trying ai-edge-quantizer…")
                 try:
-                    rep = common.run_job("selective", cancel=stop, prepared=prepared, optimization=o,
-                                         quantizer="aeq", bench=common.bench_spec())
-                    common.reports()[rep["cell"]] = rep
+                    rep = jobs.run_job("selective", cancel=stop, prepared=prepared, optimization=o,
+                                         quantizer="aeq", bench=state.bench_spec())
+                    state.reports()[rep["cell"]] = rep
                 except TFLiteLabError as e:
-                    common.failures()[f"aeq-{o}"] = common.failure_record(e)
-        common.record("matrix", list(common.reports()), prepared, failed=dict(common.failures()))
+                    state.failures()[f"aeq-{o}"] = jobs.failure_record(e)
+        runs.record("matrix", list(state.reports()), prepared, failed=dict(state.failures()))
         ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
         st.rerun()      # redraw the counts, the table and the chart from the new results
 
 AEQ = [o for o in ("dynamic", "float16", "int8", "int16x8")
-       if f"aeq-{o}" not in common.reports() and f"aeq-{o}" not in common.failures()]
+       if f"aeq-{o}" not in state.reports() and f"aeq-{o}" not in state.failures()]
 if st.button(f"Add ai-edge-quantizer cells ({len(AEQ)})" if AEQ else "ai-edge-quantizer cells added",
              key="run_matrix_aeq", disabled=not AEQ, icon=":material/add:",
              help="Recipe x quantizer: ai-edge-quantizer quantizes the float .tflite (cells aeq-int8, ...); where "
                   "TensorFlow's converter fails, the note says whether it succeeds."):
     with st.status("ai-edge-quantizer cells…") as status:
-        stop = common.cancel_button("Adding ai-edge-quantizer cells", key="matrix_aeq_cancel")
-        log = common.StepLog(status, "ai-edge-quantizer")
+        stop = jobs.cancel_button("Adding ai-edge-quantizer cells", key="matrix_aeq_cancel")
+        log = jobs.StepLog(status, "ai-edge-quantizer")
         try:
-            prepared = common.ensure_prepared(log, cancel=stop)
+            prepared = jobs.ensure_prepared(log, cancel=stop)
             for o in AEQ:
                 try:
-                    rep = common.run_job("selective", progress=log, cancel=stop, prepared=prepared, optimization=o,
-                                         quantizer="aeq", bench=common.bench_spec())
-                    common.reports()[rep["cell"]] = rep
+                    rep = jobs.run_job("selective", progress=log, cancel=stop, prepared=prepared, optimization=o,
+                                         quantizer="aeq", bench=state.bench_spec())
+                    state.reports()[rep["cell"]] = rep
                 except TFLiteLabError as e:
-                    common.failures()[f"aeq-{o}"] = common.failure_record(e)
+                    state.failures()[f"aeq-{o}"] = jobs.failure_record(e)
             log.done("ai-edge-quantizer cells")
         except TFLiteLabError as e:
             log.failed("ai-edge-quantizer cells failed")
-            common.show_error(e)
+            state.show_error(e)
     st.rerun()
 
 if ss.get("matrix_note"):
@@ -124,7 +124,7 @@ if best:
 elif micro and rows:
     st.warning("No cell runs on TFLite Micro, fits the board and is within tolerance.", icon=":material/warning:")
 if ss.get("lab_matrix_run"):
-    common.link_and_report(ss["lab_matrix_run"], key="matrix")
+    runs.link_and_report(ss["lab_matrix_run"], key="matrix")
 y_label = "max abs error"
 metrics = {r["accuracy_metric"] for r in rows if r.get("accuracy") is not None}
 if metrics:     # labelled samples: the task's own error is a choice of axis
@@ -139,19 +139,19 @@ clicked = [r for r in event.selection.rows] if event else []
 picked = frame.iloc[clicked[0]]["cell"] if clicked else None
 points = chart.selection.points if chart else []
 picked = picked or next((p.get("customdata") for p in points if p.get("customdata")), None)
-if picked in common.failures():
+if picked in state.failures():
     with note.container():
-        common.show_error(common.failures()[picked])
-elif picked in common.reports():
+        state.show_error(state.failures()[picked])
+elif picked in state.reports():
     ss["lab_selected"] = picked
-    st.switch_page(common.PAGES["compare"])
+    st.switch_page(state.PAGES["compare"])
 elif picked:        # a refused cell, or one not run yet
     note.info(f"{picked}: " + (frame.set_index("cell").loc[picked, "note"] or "not run yet."), icon=":material/info:")
 
-if common.reports():
+if state.reports():
     a, b = st.columns([2, 1], vertical_alignment="bottom")
-    cell = a.selectbox("Open a cell on Compare", list(common.reports()), key="matrix_open_pick",
-                       index=list(common.reports()).index(best) if best else 0)
+    cell = a.selectbox("Open a cell on Compare", list(state.reports()), key="matrix_open_pick",
+                       index=list(state.reports()).index(best) if best else 0)
     if b.button("Open on Compare", key="matrix_open", icon=":material/compare_arrows:"):
         ss["lab_selected"] = cell
-        st.switch_page(common.PAGES["compare"])
+        st.switch_page(state.PAGES["compare"])

@@ -1,24 +1,24 @@
 """Size & speed: file size and its reduction, batch-1 latency and throughput, original vs TFLite."""
 import streamlit as st
 
-from pages import common
+from pages import jobs, state
 from tflite_lab import charts
 from tflite_lab.activity import timing_note
 from tflite_lab.pipeline import provenance
 
 st.title("Size & speed")
-m = common.need_model() or st.stop()
-cell = common.cell_picker("Converted model", key="speed_cell")
+m = jobs.need_model() or st.stop()
+cell = state.cell_picker("Converted model", key="speed_cell")
 if cell is None:
     st.info("Nothing converted yet: convert on the Convert page, or run the Matrix.", icon=":material/info:")
-    st.page_link(common.PAGES["convert"], label="Go to Convert", icon=":material/arrow_forward:")
+    st.page_link(state.PAGES["convert"], label="Go to Convert", icon=":material/arrow_forward:")
     st.stop()
 
-reports = common.reports()
+reports = state.reports()
 report = reports[cell]
 if provenance(report):
     st.caption(provenance(report))
-common.float_ops_caption(report)
+state.float_ops_caption(report)
 original_bytes, tflite_bytes = report["original_bytes"], report["tflite_bytes"]
 lat = report["latency"] or {}
 orig, tfl = lat.get("original") or {}, lat.get("tflite") or {}

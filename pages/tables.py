@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pages.common import cell_id, failures, judged, original, reports, samples
+from pages.state import failures, judged, original, reports, samples
 from tflite_lab import metrics
+from tflite_lab.orchestrate import cell_id
 from tflite_lab.types import Optimization, SourceFormat
 
 

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+bash scripts/web_deps.sh
 exec .venv/bin/python -m streamlit run app.py --server.headless true "$@"

@@ -10,6 +10,7 @@ import pytest
 from lab_helpers import ROOT, SAMPLES, run_cli, zip_folder  # noqa: F401
 
 
+@pytest.hookimpl(tryfirst=True)         # before xdist reads the marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """Under xdist (``--dist loadgroup``), each file runs in one process, so its module fixtures
     (prepared models, worker pools) are built once; the browser tests share one server."""
@@ -26,6 +27,18 @@ def _private_store(tmp_path_factory):
     os.environ["TFLITE_LAB_HOME"] = str(tmp_path_factory.mktemp("home"))   # the run history, likewise private
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     yield store
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright, one per test process: a second sync Playwright in the
+    same process fails ("Sync API inside the asyncio loop"), so every test that drives a page shares it."""
+    from playwright.sync_api import sync_playwright
+    from tflite_lab.targets.browser import CHROMIUM, CHROMIUM_ARGS
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

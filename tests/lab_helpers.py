@@ -25,3 +25,14 @@ def zip_folder(folder: Path, dest: Path) -> Path:
             if f.is_file():
                 zf.write(f, f.relative_to(folder))
     return dest
+
+
+def build_models(script: str, folder: Path) -> Path:
+    """Run a model-building script (``{d}``: the folder) in a fresh interpreter, so this process
+    keeps TensorFlow unimported until a test needs it; returns the folder."""
+    import os
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", script.format(d=folder)], check=True, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return folder

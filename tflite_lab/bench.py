@@ -7,10 +7,20 @@ waited for up to ``Limits.bench_wait_s``) and its ``conditions`` say which jobs 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from .types import Latency
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """How latency is measured: on or off, threads (None: every core), warm-up and timed runs."""
+    enabled: bool = True
+    threads: int | None = None
+    warmup: int = 3
+    runs: int = 30
 
 
 def measure(call, warmup: int = 3, runs: int = 30, budget_s: float = 3.0) -> tuple[list[float], int]:
@@ -64,7 +74,9 @@ def time_all(prepared: dict, tflite_paths: dict[str, str], bench, limits=None, p
     ``conditions`` says what was timed, with how many threads and CPUs, and when (epoch seconds).
     """
     from dataclasses import asdict
-    from .pipeline import _load_npz, _open, _source
+    from .models import open_cached
+    from .store import load_npz
+    from .types import source_from_json
     from .runtime import TFLiteModel, cpu_count, tf_threads
     from .types import Signature, SourceFormat
     threads = bench.threads or default_threads()
@@ -72,15 +84,15 @@ def time_all(prepared: dict, tflite_paths: dict[str, str], bench, limits=None, p
     started = time.time()
     from .config import Limits
     limits = limits or Limits.from_env()
-    samples = _load_npz(prepared["samples_path"])
+    samples = load_npz(prepared["samples_path"])
     n = min(prepared["num_samples"], 64)
     samples = {k: v[:n] for k, v in samples.items()}          # one throughput batch
     original = None
-    src = _source(prepared["source"])
+    src = source_from_json(prepared["source"])
     if src.format is not SourceFormat.TFLITE:
         if progress:
             progress("benchmark original")
-        om = _open(src, limits)
+        om = open_cached(src, limits)
         call = om.timed_call({k: v[:1] for k, v in samples.items()})
         times, w = measure(call, bench.warmup, bench.runs)
         rate = _pass_rate(lambda: om.predict(samples), n)
@@ -154,7 +166,6 @@ def _time_here_or_fresh(prepared: dict, tflite_paths: dict[str, str], bench, lim
 if __name__ == "__main__":
     import json
     import sys
-    from .pipeline import BenchSpec
     from .runtime import set_tf_threads
     args = json.loads(sys.stdin.read())
     spec = BenchSpec(**args["bench"])

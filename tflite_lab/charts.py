@@ -205,8 +205,10 @@ def _nonfinite_note(*arrays) -> str:
     return f" — {bad} NaN/inf (no bar)" if bad else ""
 
 
-def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str) -> go.Figure:
-    """Top-1 class of the original (rows) against the TFLite model's (columns), as counts."""
+def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str,
+                     class_names: list[str] | None = None) -> go.Figure:
+    """Top-1 class of the original (rows) against the TFLite model's (columns), as counts; labelled
+    by the class names when there is one per class."""
     ref = np.asarray(reference)
     n = ref.shape[1]
     a = np.argmax(ref, axis=1)
@@ -215,6 +217,10 @@ def confusion_figure(reference: np.ndarray, candidate: np.ndarray, name: str) ->
     np.add.at(counts, (a, b), 1)
     agree = float(np.mean(a == b)) if len(a) else float("nan")
     labels = [str(i) for i in range(n)]
+    if class_names and len(class_names) == n:       # a repeated name would merge two category rows
+        from collections import Counter
+        seen = Counter(class_names)
+        labels = [c if seen[c] == 1 else f"{c} ({i})" for i, c in enumerate(class_names)]
     fig = go.Figure(go.Heatmap(z=counts, x=labels, y=labels, colorscale="Blues", showscale=False,
                                text=counts, texttemplate="%{text}",
                                hovertemplate="original %{y} → TFLite %{x}: %{z}<extra></extra>"))

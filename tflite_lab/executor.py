@@ -1,4 +1,5 @@
-"""Where jobs run: one interface over the local worker pool (and, later, a Ray cluster).
+"""Where jobs run: one interface, and this machine's worker pool behind it (``ray_executor``: a Ray
+cluster behind the same interface; ``executors``: picking one).
 
 An executor runs one job of ``tflite_lab.worker`` (``describe``, ``prepare``, ``cell``, ...) with the
 job functions of ``tflite_lab.pipeline`` unchanged, and gives back its result or raises the
@@ -6,12 +7,11 @@ project's errors: the job's own TFLiteLabError, or WorkerError (one line) when t
 it crashed, hung past its wall-time limit or ran out of memory. ``size`` says how many jobs it
 runs at once; the orchestration (``orchestrate.py``) keeps that many in flight.
 
-Pick one with ``make_executor(name)``; ``name`` defaults to ``TFLITE_LAB_EXECUTOR`` (else ``local``).
+Pick one with ``executors.make_executor(name)``; ``name`` defaults to ``TFLITE_LAB_EXECUTOR`` (else ``local``).
 """
 from __future__ import annotations
 
 import os
-import threading
 
 from .config import Limits
 from .errors import TFLiteLabError
@@ -42,6 +42,15 @@ class Executor:
     def describe(self) -> str:
         """One line for people: "local, 2 workers", "ray at 127.0.0.1:6379, 16 CPUs"."""
         return self.name
+
+    def info(self) -> dict:
+        """For scripts: ``name``, ``address`` (None: this machine's worker pool) and ``startup_s``,
+        the seconds from the first call to a ready instance or a joined cluster (0 for local)."""
+        return {"name": self.name, "address": None, "startup_s": 0.0}
+
+    def job_stats(self) -> dict:
+        """``worker.JobStats.as_dict()`` of the jobs run so far (empty where not kept)."""
+        return {}
 
     def close(self) -> None:
         pass
@@ -76,6 +85,9 @@ class LocalExecutor(Executor):
     def describe(self) -> str:
         return f"local, {self.size} worker{'s' if self.size != 1 else ''}"
 
+    def job_stats(self) -> dict:
+        return self.pool.stats.as_dict()
+
     def close(self) -> None:
         self.pool.close()
 
@@ -87,41 +99,3 @@ def executor_name(name: str | None = None) -> str:
         raise TFLiteLabError(f"Unknown executor '{chosen}' (from TFLITE_LAB_EXECUTOR or --executor); "
                              f"choose one of: {', '.join(EXECUTORS)}.")
     return chosen
-
-
-def make_executor(name: str | None = None, *, size: int = 2, limits: Limits | None = None,
-                  prestart: int = 0, ray_address: str | None = None) -> Executor:
-    """A new executor of the given kind (see ``executor_name``); close it when done.
-
-    ``size``: local workers, or the CPUs of a local Ray instance (a cluster brings its own).
-    ``ray_address``: the cluster to join (else RAY_ADDRESS, else a local instance for the run).
-    Raises: TFLiteLabError for an unknown name or an unreachable cluster.
-    """
-    if executor_name(name) == "ray":
-        from .ray_executor import RayExecutor
-        return RayExecutor(ray_address, limits, num_cpus=size)
-    return LocalExecutor(size, limits, prestart)
-
-
-_DEFAULT: Executor | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_executor() -> Executor:
-    """The process-wide executor (the Streamlit server's): TFLITE_LAB_EXECUTOR, local by default.
-
-    Local: the shared worker pool, size from TFLITE_LAB_WORKERS (default 2), one worker started at once.
-    Ray: RAY_ADDRESS's cluster, else a local instance with TFLITE_LAB_WORKERS CPUs.
-    Raises: TFLiteLabError (unknown executor, unreachable cluster).
-    """
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None or getattr(getattr(_DEFAULT, "pool", None), "_closed", False):
-            if executor_name() == "ray":
-                import atexit
-                _DEFAULT = make_executor("ray", size=int(os.environ.get("TFLITE_LAB_WORKERS", "2")))
-                atexit.register(_DEFAULT.close)
-            else:
-                from .worker import default_pool
-                _DEFAULT = LocalExecutor(pool=default_pool())
-        return _DEFAULT

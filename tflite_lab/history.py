@@ -28,7 +28,7 @@ from pathlib import Path
 from .config import cache_dir, home_dir
 from .errors import HistoryError, wrapped
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "history.sqlite"
 ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"    # URL-safe, no look-alikes, never starts with '-'
 ID_LENGTH = 8
@@ -37,7 +37,7 @@ SORTS = {"time": "created_at", "model": "model_name", "verdict": "verdict", "rec
          "size": "tflite_bytes", "max abs error": "max_abs_sort", "latency": "latency_ms"}
 _SUMMARY_COLUMNS = ("id", "created_at", "kind", "origin", "model_name", "model_sha256", "route", "recipe",
                     "verdict", "samples_desc", "samples_sha256", "original_bytes", "tflite_bytes", "latency_ms",
-                    "summary", "note", "reviewer")
+                    "summary", "note", "reviewer", "parent_run")
 
 
 def history_path() -> Path:
@@ -76,6 +76,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE run_data (run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, data TEXT NOT NULL)",
         "INSERT INTO run_data (run_id, data) SELECT id, data FROM runs",
         "ALTER TABLE runs DROP COLUMN data",
+    ),
+    # Device runs (a cell run in a visitor's browser) point at the run of the cell they ran.
+    4: (
+        "ALTER TABLE runs ADD COLUMN parent_run TEXT",
+        "CREATE INDEX runs_parent ON runs(parent_run, created_at)",
     ),
 }
 
@@ -223,13 +228,13 @@ class History:
                 self.db.execute(
                     "INSERT INTO runs (id, created_at, kind, origin, model_name, model_sha256, route, recipe, verdict,"
                     " samples_desc, samples_sha256, original_bytes, tflite_bytes, latency_ms, max_abs_sort, summary,"
-                    " note, reviewer) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " note, reviewer, parent_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (run_id, run.get("created_at") or time.time(), run["kind"], run.get("origin", "cli"),
                      run["model"]["filename"], run["model"]["sha256"], run.get("route"), run.get("recipe"),
                      run["verdict"], run["samples"].get("description"), run["samples"].get("sha256"),
                      run.get("original_bytes"), run.get("tflite_bytes"), _real(summary.get("latency_ms")),
                      _sort_key(summary.get("max_abs_error")), _dumps(summary), run.get("note", ""),
-                     run.get("reviewer", "")))
+                     run.get("reviewer", ""), run.get("parent_run")))
                 self.db.execute("INSERT INTO run_data (run_id, data) VALUES (?, ?)", (run_id, _dumps(data)))
             except sqlite3.IntegrityError:
                 self.db.execute("ROLLBACK")
@@ -343,7 +348,14 @@ class History:
         if reports:
             run["reports"] = [json.loads(r["report"]) for r in self._q(
                 "SELECT report FROM run_reports WHERE run_id = ? ORDER BY position", (run_id,))]
+        run["devices"] = self.devices(run_id)
         return run
+
+    def devices(self, run_id: str) -> list[dict]:
+        """The device runs of this run's cell (oldest first), with each device's figures."""
+        rows = self._q(f"SELECT {', '.join('r.' + c for c in _SUMMARY_COLUMNS)}, d.data FROM runs r "
+                       "JOIN run_data d ON d.run_id = r.id WHERE r.parent_run = ? ORDER BY r.created_at", (run_id,))
+        return [{**_summary_row(r), "device": (json.loads(r["data"]).get("extra") or {}).get("device")} for r in rows]
 
     def distinct(self, column: str) -> list[str]:
         """Values present for a filter (model_name, recipe, verdict)."""
@@ -490,6 +502,31 @@ def summarize(report: dict) -> dict:
     })
 
 
+def _device_summary(device: dict) -> dict:
+    outs = device.get("outputs") or []
+    return {"max_abs_error": _worst([o.get("max_abs_error") for o in outs]),
+            "latency_ms": (device.get("latency_ms") or {}).get("median"),
+            "failures": [device["error"]] if device.get("error") else [],
+            "device": device_label(device), "accelerator": device.get("accelerator")}
+
+
+def device_label(device: dict) -> str:
+    """'Android phone / Chrome 131', 'Mac / Safari 18', 'Linux / HeadlessChrome 156' from the user agent."""
+    import re
+    ua = device.get("user_agent") or ""
+    if not ua:
+        return "unknown device"
+    kind = ("iPhone" if "iPhone" in ua else "iPad" if "iPad" in ua else "Android phone" if "Android" in ua and "Mobile" in ua
+            else "Android tablet" if "Android" in ua else "Mac" if "Macintosh" in ua else "Windows PC" if "Windows" in ua
+            else "ChromeOS" if "CrOS" in ua else "Linux" if "Linux" in ua else "device")
+    for pat, name in ((r"HeadlessChrome/(\d+)", "HeadlessChrome"), (r"Edg/(\d+)", "Edge"), (r"Firefox/(\d+)", "Firefox"),
+                      (r"CriOS/(\d+)", "Chrome"), (r"Chrome/(\d+)", "Chrome"), (r"Version/(\d+)[\d.]* .*Safari", "Safari")):
+        m = re.search(pat, ua)
+        if m:
+            return f"{kind} / {name} {m.group(1)}"
+    return f"{kind} / browser"
+
+
 def _pick_headline(reports: list[dict]) -> dict | None:
     """A matrix's headline: its best cell (smallest within tolerance), else the first computed one."""
     from .charts import best_cell
@@ -502,11 +539,12 @@ def _pick_headline(reports: list[dict]) -> dict | None:
 
 def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "cli",
               failed: dict[str, dict] | None = None, extra: dict | None = None, note: str = "",
-              samples_description: str | None = None) -> dict:
+              samples_description: str | None = None, parent_run: str | None = None) -> dict:
     """A run record from judged cell reports (``pipeline.judge_report``) and the prepared reference.
 
     Args:
-        kind: "convert", "matrix" or "debug".
+        kind: "convert", "matrix", "debug" or "device" (a cell run on a visitor's device: ``extra["device"]``
+            is the judged target report, ``parent_run`` the run of the cell).
         reports: the judged reports, one per computed cell.
         prepared: the 'prepare' job's result (model, samples, signature).
         failed: matrix cells that were refused or failed: {cell: {"message": ..., "kind": ...}}.
@@ -518,6 +556,9 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
     verdict = head.get("verdict") if head else "error"
     if kind == "matrix" and reports:
         verdict = "pass" if any(r.get("ok") for r in reports) else "fail"
+    device = (extra or {}).get("device") if kind == "device" else None
+    if device is not None:          # the device's own verdict and latency, not its cell's
+        verdict = {"pass": "pass", "fail": "fail", "ran, no reference": "ran, no reference"}.get(device.get("verdict"), "error")
     store = cache_dir()
     artifacts = {"samples": [prepared["samples_path"]], "reference": [prepared.get("reference_path")],
                  "tflite": [], "predictions": [], "script": []}
@@ -545,14 +586,17 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
         "cell": (head.get("cell") or cell_name(head)) if head else None,
         "settings": {"int8_io": head.get("int8_io") if head else None, "calls": head.get("calls") if head else [],
                      "threads": lat_threads},
-        "verdict": verdict, "ok": bool(head and head.get("ok")) if kind != "matrix" else verdict == "pass",
+        "verdict": verdict, "ok": bool(head and head.get("ok")) if kind not in ("matrix", "device") else verdict == "pass",
         "tolerances": head.get("tolerances") if head else None,
         "metrics": _clean([{k: v for k, v in m.items() if k != "per_sample_max_abs"}
                            for m in (head.get("metrics") or [])]) if head else [],
         "accuracy": head.get("accuracy") if head else None,     # only when labels were given
         "original_bytes": src.get("size_bytes"), "tflite_bytes": head.get("tflite_bytes") if head else None,
-        "latency": _clean((head.get("latency") if head else None)),
-        "summary": summarize(head) if head else {"failures": [f["message"] for f in failed.values()]},
+        "latency": _clean((head.get("latency") if head else None)) if device is None else
+                   _clean({"device": device.get("latency_ms"), "conditions": {"where": device.get("user_agent")}}),
+        "summary": _device_summary(device) if device is not None else
+                   summarize(head) if head else {"failures": [f["message"] for f in failed.values()]},
+        "parent_run": parent_run,
         "failed_cells": failed,
         "signature": prepared.get("signature"), "info": prepared.get("info"),
         "versions": versions(), "host_cpu": host_cpu(),
@@ -564,9 +608,9 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
 
 def record_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "cli",
                history: History | None = None, **kw) -> str:
-    """Build and store a run; returns its id. The one call convert, matrix, debug and the pages use.
+    """Build and store a run; returns its id. The one call convert, matrix, debug, device and the pages use.
 
-    ``kw`` as in ``build_run`` (failed, extra, note, samples_description).
+    ``kw`` as in ``build_run`` (failed, extra, note, samples_description, parent_run).
     """
     run = build_run(kind, reports, prepared, origin=origin, **kw)
     if history is not None:

@@ -293,3 +293,17 @@ def exported_saved_model(om: OriginalModel, unrolled: bool = False) -> tuple[str
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return str(target), fixed
+
+
+_OPENED: dict[str, OriginalModel] = {}      # per process: the two originals opened last, by sha256
+
+
+def open_cached(source: ModelSource, limits: Limits | None = None) -> OriginalModel:
+    """``open_model``, once per model bytes per process (a worker serves one upload's cells)."""
+    om = _OPENED.get(source.sha256)
+    if om is None:
+        om = open_model(source, limits)
+        if len(_OPENED) >= 2:
+            _OPENED.pop(next(iter(_OPENED)))
+        _OPENED[source.sha256] = om
+    return om

@@ -109,7 +109,14 @@ def stored_cell(store, prepared: dict, cell: Cell, bench) -> dict | None:
     paths = [rep.get(k) for k in ("tflite_path", "samples_path", "reference_path", "predictions_path")]
     if not all(Path(p).exists() for p in paths if p):
         return None
-    return {**rep, "cached": True, "cached_cell": True}
+    # Served whole: its conversion and its timings are the earlier run's, dated by it.
+    return {**rep, "cached": True, "cached_at": rep.get("cached_at") or rep.get("converted_at"), "cached_cell": True,
+            "served_from_store": True}
+
+
+def _storable(report: dict, bench) -> bool:
+    """Whole: timed when timing was asked (a failed bench is not served again as the answer)."""
+    return not bench.enabled or bool((report.get("latency") or {}).get("tflite"))
 
 
 def store_cell(store, prepared: dict, cell: Cell, bench, report: dict) -> None:
@@ -117,12 +124,20 @@ def store_cell(store, prepared: dict, cell: Cell, bench, report: dict) -> None:
 
 
 def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: dict, key: str | None = None,
-             progress=None, cancel=None, targets: dict | None = None) -> dict:
+             progress=None, cancel=None, targets: dict | None = None, store=None) -> dict:
     """Convert and evaluate one cell, keeping its report in ``done`` or its failure in ``failed``.
+    With a ``store``, a cell (without targets) stored by an earlier run is served from it, and a
+    fresh one is stored.
 
     Raises the cell's TFLiteLabError after recording it.
     """
     key = key or cell.id
+    if store is not None and not targets:
+        stored = stored_cell(store, prepared, cell, bench)
+        if stored is not None:
+            done[key] = stored
+            failed.pop(key, None)
+            return stored
     try:
         report = executor.run("cell", progress=progress, prepared=prepared, route=cell.route,
                               optimization=cell.optimization, int8_io=cell.int8_io, bench=bench, cancel=cancel,
@@ -135,12 +150,18 @@ def run_cell(executor, cell: Cell, prepared: dict, bench, done: dict, failed: di
         raise
     done[key] = report
     failed.pop(key, None)
+    if store is not None and not targets and _storable(report, bench):
+        store_cell(store, prepared, cell, bench, report)
     return report
 
 
 def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render=None, on_finish=None,
-              cancel: threading.Event | None = None) -> None:
+              cancel: threading.Event | None = None, store=None) -> None:
     """Run cells ``executor.size`` at a time, in the given order.
+
+    ``store`` (a Store): a cell whose report is there from an earlier run (``stored_cell``) is
+    served from it, not run; every cell that runs is stored for the next time. Cells with targets
+    are always run.
 
     ``cancel``, once set (from any thread), stops the running cells (their workers are killed) and
     the queued ones: they end as ``cancelled``, in neither dict, so they are pending again.
@@ -151,6 +172,62 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
     from the calling thread once a cell's result is in ``done`` or ``failed``. Results go straight
     into the dicts, so a cell that finishes after the caller stopped listening is still kept.
     """
+    events: queue.Queue = queue.Queue()
+    served = []
+    for j in jobs if store is not None else []:
+        rep = None if j.targets else stored_cell(store, j.prepared, j.cell, bench)
+        if rep is not None:
+            done[j.key] = rep
+            failed.pop(j.key, None)
+            served.append(j)
+    if served:
+        if render:
+            render({j.key: ("done", time.monotonic()) for j in served})
+        for j in served:
+            if on_finish:
+                on_finish(j.key)
+        jobs = [j for j in jobs if j not in served]
+    _run_fresh(executor, jobs, bench, done, failed, render, on_finish, cancel)
+    for j in jobs if store is not None else []:
+        if not j.targets and j.key in done and not done[j.key].get("cached_cell") and _storable(done[j.key], bench):
+            store_cell(store, j.prepared, j.cell, bench, done[j.key])
+
+
+def _model_key(job: CellJob) -> str:
+    src = job.prepared.get("source") if isinstance(job.prepared, dict) else None
+    return (src or {}).get("sha256") or str(id(job.prepared))
+
+
+class _ModelAffinity:
+    """The queue of cells, handed out so that a thread stays on one model while it has cells left and
+    a free thread takes a model nobody works on. On Ray one process serves one upload, so a model's
+    cells spread over two threads start a second process and import TensorFlow again; locally it
+    only changes the order."""
+
+    def __init__(self, jobs: list[CellJob]):
+        self._lock = threading.Lock()
+        self._left = list(jobs)
+        self._on: dict[str, int] = {}          # model -> threads working on it
+
+    def take(self, model: str | None) -> CellJob | None:
+        with self._lock:
+            if not self._left:
+                return None
+            pick = (next((j for j in self._left if _model_key(j) == model), None) if model else None) \
+                or next((j for j in self._left if not self._on.get(_model_key(j))), None) or self._left[0]
+            self._left.remove(pick)
+            if model:
+                self._on[model] -= 1
+            self._on[_model_key(pick)] = self._on.get(_model_key(pick), 0) + 1
+            return pick
+
+    def leave(self, model: str | None) -> None:
+        with self._lock:
+            if model:
+                self._on[model] -= 1
+
+
+def _run_fresh(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render, on_finish, cancel) -> None:
     events: queue.Queue = queue.Queue()
     # No cell is timed while another converts: conversions first, then the bench phase.
     convert_only = replace(bench, enabled=False)
@@ -169,9 +246,19 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
             events.put((job.key, "failed"))
 
     states = {j.key: ("queued", None) for j in jobs}
-    pool = ThreadPoolExecutor(max(1, executor.size), thread_name_prefix="cells")
+    size = max(1, executor.size)
+    queue_ = _ModelAffinity(jobs)
+
+    def serve() -> None:
+        model = None
+        while (job := queue_.take(model)) is not None:
+            one(job)
+            model = _model_key(job)
+        queue_.leave(model)
+
+    pool = ThreadPoolExecutor(size, thread_name_prefix="cells")
     try:
-        futures = [pool.submit(one, j) for j in jobs]
+        futures = [pool.submit(serve) for _ in range(min(size, len(jobs)))]
         if render:
             render(states)
         while not all(f.done() for f in futures) or not events.empty():

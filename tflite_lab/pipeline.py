@@ -14,8 +14,10 @@ import numpy as np
 
 from .config import Limits
 from .errors import ConversionError, TFLiteLabError
-from .store import Store, key_of, now_utc
-from .types import ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances
+from .bench import BenchSpec
+from .models import open_cached as _open
+from .store import Store, key_of, load_npz as _load_npz, now_utc
+from .types import ModelSource, Optimization, Route, Signature, SourceFormat, Tolerances, source_from_json as _source
 
 
 @dataclass(frozen=True)
@@ -56,34 +58,8 @@ def _folder_sha(p: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class BenchSpec:
-    enabled: bool = True
-    threads: int | None = None
-    warmup: int = 3
-    runs: int = 30
-
-
 def _noop(step: str) -> None:
     pass
-
-
-_MODELS: dict[str, object] = {}      # per-process cache of opened originals, by sha256
-
-
-def _open(source: ModelSource, limits: Limits):
-    from .models import open_model
-    om = _MODELS.get(source.sha256)
-    if om is None:
-        om = open_model(source, limits)
-        if len(_MODELS) >= 2:
-            _MODELS.pop(next(iter(_MODELS)))
-        _MODELS[source.sha256] = om
-    return om
-
-
-def _source(d: dict) -> ModelSource:
-    return ModelSource(d["path"], SourceFormat(d["format"]), d["sha256"], d["size_bytes"], d["filename"])
 
 
 def source_json(s: ModelSource) -> dict:
@@ -300,14 +276,14 @@ def _save_labels(store: Store, key: str, samples) -> dict | None:
     return {"path": str(path), "count": int(len(samples.labels)), "class_names": samples.class_names}
 
 
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 def convert_cached(prepared: dict, route: Route, optimization: Optimization, int8_io: bool,
                    store: Store, limits: Limits, progress=_noop):
-    """The ConversionResult for this cell, from the store when the same bytes were converted before."""
+    """The ConversionResult for this cell, from the store when the same bytes were converted before.
+
+    int8 and int16x8 share one calibration per model, samples and route (``_stored_calibration``):
+    the first of them calibrates, every other quantizes the stored statistics, in this process or
+    another, with the same bytes as a conversion of its own. tflite_convert cannot calibrate."""
+    from .recipes import RECIPES
     from .routes import ConversionRequest, ConversionResult, check_supported
     from .samples import representative_dataset
     src = _source(prepared["source"])
@@ -320,24 +296,94 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
         return ConversionResult(tpath.read_bytes(), route, optimization, meta["calls"], meta["warnings"],
                                 meta["log"], meta["convert_s"], meta["fixed_batch"], cached=True,
                                 created_at=meta.get("created_at")), str(tpath)
-    om = _open(src, limits)
-    progress("convert")
-    sig = om.signature
-    rep = None
-    if optimization in (Optimization.INT8, Optimization.INT16X8):
-        rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in sig.inputs})
-    from .models import exported_saved_model
-    from .routes import convert
-    unrolled = bool(prepared["fixed_batch"] and rep is not None)
-    export_dir = exported_saved_model(om, unrolled=True)[0] if unrolled else (
-        prepared["export_dir"] or (None if route is Route.KERAS else exported_saved_model(om)[0]))
-    result = convert(req, om, export_dir, prepared["fixed_batch"], rep, None, unrolled)
+    result = None
+    if RECIPES[optimization].needs_calibration and route is not Route.CLI:
+        result = _convert_from_calibration(prepared, src, req, store, limits, progress)
+    if result is None:
+        om = _open(src, limits)
+        progress("convert")
+        sig = om.signature
+        rep = None
+        if optimization in (Optimization.INT8, Optimization.INT16X8):
+            rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in sig.inputs})
+        from .routes import convert
+        unrolled = bool(prepared["fixed_batch"] and rep is not None)
+        result = convert(req, om, _cell_export_dir(prepared, om, route, unrolled), prepared["fixed_batch"], rep,
+                         None, unrolled)
     result.created_at = now_utc()
     store.put_bytes("tflite", key, ".tflite", result.tflite)
     store.put_json("tflite", key, {"calls": result.calls, "warnings": result.warnings, "log": result.log,
                                    "convert_s": result.convert_s, "fixed_batch": result.fixed_batch,
                                    "created_at": result.created_at})
     return result, str(tpath)
+
+
+def _cell_export_dir(prepared: dict, om, route: Route, unrolled: bool) -> str | None:
+    from .models import exported_saved_model
+    return exported_saved_model(om, unrolled=True)[0] if unrolled else (
+        prepared["export_dir"] or (None if route is Route.KERAS else exported_saved_model(om)[0]))
+
+
+def _calibration_key(prepared: dict, route: Route) -> str:
+    """What a calibration depends on: the model bytes, the samples, the route's converter, the
+    batch-1/unrolled variant and TensorFlow (every key also carries the code fingerprint)."""
+    from importlib.metadata import version
+    fixed = bool(prepared["fixed_batch"])
+    return key_of(kind="calibration", model=prepared["source"]["sha256"], samples=prepared["samples_sha"],
+                  route=route.value, fixed_batch=fixed, unrolled=fixed, tf=version("tensorflow"))
+
+
+def _stored_calibration(store: Store, key: str):
+    from .routes import Calibration
+    meta = store.get_json("calibration", key)
+    path = store.path("calibration", key, ".tflite")
+    if not meta or (not meta.get("unusable") and not path.exists()):
+        return None
+    return Calibration.from_meta(b"" if meta.get("unusable") else path.read_bytes(), meta)
+
+
+def _lock_waiting(fh, on_wait) -> None:
+    """An exclusive flock on the open file ``fh``; ``on_wait()`` first when another process holds it
+    (a killed holder's lock dies with it)."""
+    import fcntl
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        on_wait()
+        fcntl.flock(fh, fcntl.LOCK_EX)
+
+
+def _convert_from_calibration(prepared: dict, src: ModelSource, req, store: Store, limits: Limits, progress):
+    """The cell quantized from the model's one calibration (made here if no job made it yet: a
+    second job waits for the first instead of calibrating too); None when the model's recipes
+    must calibrate on their own (``Calibration.unusable``)."""
+    from dataclasses import replace
+    from .routes import calibrate, quantize_calibrated
+    from .samples import representative_dataset
+    key = _calibration_key(prepared, req.route)
+    cal, reused = _stored_calibration(store, key), True
+    if cal is None:
+        with open(store.path("calibration", key, ".lock"), "a") as lock:
+            _lock_waiting(lock, lambda: progress("wait for calibration"))
+            cal = _stored_calibration(store, key)       # made by the job we waited for
+            if cal is None:
+                reused = False
+                om = _open(src, limits)
+                progress("convert")         # the converter's run (calibrate-only): what a cancel waits for
+                rep = representative_dataset(_load_npz(prepared["samples_path"]),
+                                             {t.name: t.key for t in om.signature.inputs})
+                fixed = bool(prepared["fixed_batch"])
+                cal = replace(calibrate(req, om, _cell_export_dir(prepared, om, req.route, fixed), fixed, rep, fixed),
+                              created_at=now_utc())
+                if not cal.unusable:
+                    store.put_bytes("calibration", key, ".tflite", cal.model)
+                store.put_json("calibration", key, cal.meta())     # last: readers go by the JSON
+        # closing the file releases the lock, also when calibrating raised
+    if cal.unusable:
+        return None
+    if reused:
+        progress("convert")
+    return quantize_calibrated(req, cal, reused)
 
 
 def run_cell(prepared: dict, route: Route | str, optimization: Optimization | str, *, int8_io: bool = False,

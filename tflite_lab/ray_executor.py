@@ -37,9 +37,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 def LOCAL_SYSTEM_CONFIG(num_cpus: int) -> dict:  # noqa: N802
     """Keep warm workers: Ray's defaults (soft limit = CPUs, idle workers killed after 1 s) end a
-    worker that has TensorFlow imported between two cells of the same model, and the next cell
-    pays ~5 s of import again; the default-env workers Ray prestarts are not ours to use."""
-    return {"num_workers_soft_limit": 3 * num_cpus, "idle_worker_killing_time_threshold_ms": 30_000,
+    worker that has TensorFlow imported between two cells of the same model, and the next job of
+    that upload pays ~5 s of import again; a zoo's bench phase comes back to each model's worker
+    minutes after its cells, so idle ones are kept 5 min. The default-env workers Ray prestarts are
+    not ours to use."""
+    return {"num_workers_soft_limit": 3 * num_cpus, "idle_worker_killing_time_threshold_ms": 300_000,
             "enable_worker_prestart": False}
 
 
@@ -95,8 +97,11 @@ class RayExecutor(Executor):
         self.limits = limits or Limits.from_env()
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.busy: dict[int, str] = {}       # pid of each running task -> what it does ("Converting ...")
+        from .worker import JobStats
+        self.stats = JobStats()
         self._closed_sock = None
         import logging
+        t0 = time.perf_counter()
         if self.address:
             check_reachable(self.address)
             import ray
@@ -111,6 +116,7 @@ class RayExecutor(Executor):
         else:
             self._start_local(num_cpus or 2, logging.ERROR)
             self._owns_instance = True
+        self.startup_s = time.perf_counter() - t0
         self._task = self._ray.remote(_ray_task)
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         self.nodes = len(nodes)
@@ -133,9 +139,16 @@ class RayExecutor(Executor):
             ray_constants.ENABLE_RAY_CLUSTER = False     # the same switch, in case ray was imported before
             self._ray = ray
             memory = int(num_cpus * self.limits.job_memory_mb * 2**20)
-            ray.init(num_cpus=num_cpus, _memory=memory, object_store_memory=256 * 2**20,
+            # address="local": an instance of our own, never whatever /tmp/ray/ray_current_cluster
+            # names (a crashed Ray's stale file, another user's cluster).
+            ray.init(address="local", num_cpus=num_cpus, _memory=memory, object_store_memory=256 * 2**20,
                      _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
                      logging_level=level, namespace="tflite_lab", _system_config=LOCAL_SYSTEM_CONFIG(num_cpus))
+        except TFLiteLabError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise WorkerError(f"Cannot start a local Ray instance: {first}", detail=str(e)) from None
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -151,6 +164,13 @@ class RayExecutor(Executor):
     @property
     def busy_pids(self) -> set[int]:
         return set(self.busy)
+
+    def info(self) -> dict:
+        return {"name": "ray", "address": self.address, "startup_s": round(self.startup_s, 3),
+                "own_instance": self._owns_instance}
+
+    def job_stats(self) -> dict:
+        return self.stats.as_dict()
 
     def describe(self) -> str:
         where = self.address + ("" if not self._owns_instance else " (local instance)")
@@ -209,6 +229,7 @@ class RayExecutor(Executor):
                     elif kind == "ok":
                         finished = True
                         _drain(ray, gen)
+                        self.stats.add(started - submitted, now - started, time.monotonic() - now, pid)
                         return payload
                     else:
                         finished = True
@@ -285,65 +306,47 @@ def _kill_children() -> None:
 def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
     """A Ray generator task: ("started", pid), ("progress", step)..., then ("ok", result) or ("error", dict)."""
     import queue
-    import shutil
     import tempfile
-    import traceback
-    from .worker import MAX_FAILED_POLLS, MemoryPollError, _jobs, tree_rss_mb
+    from .worker import MAX_FAILED_POLLS, MemoryPollError, _jobs, call_job, tree_rss_mb
     failed_polls = 0
     yield "started", os.getpid()
     events: queue.Queue = queue.Queue()
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
-    home = os.getcwd()
 
-    def work():
-        os.chdir(workspace)
-        tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder
-        try:
-            result = _jobs()[job](**kwargs, progress=lambda step: events.put(("progress", step)))
-            events.put(("ok", result))
-        except TFLiteLabError as e:
-            events.put(("error", e.to_dict()))
-        except Exception as e:
-            tb = traceback.format_exc()
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            events.put(("error", WorkerError(f"Internal error in '{job}': {type(e).__name__}: {first}",
-                                             detail=tb).to_dict()))
+    def work():          # the local worker's job call and error shaping, in a thread the poll below watches
+        events.put(call_job(_jobs(), job, kwargs, lambda step: events.put(("progress", step)), workspace,
+                            f"ray task {job}"))
 
     t = threading.Thread(target=work, name=f"tflite-lab-{job}", daemon=True)
     t.start()
     final = None
-    try:
-        while True:
+    while True:
+        try:
+            kind, payload = events.get(timeout=0.25)
+        except queue.Empty:
             try:
-                kind, payload = events.get(timeout=0.25)
-            except queue.Empty:
-                try:
-                    rss = tree_rss_mb(os.getpid())     # the local pool's poll: never 0 MB on a failed read
-                    failed_polls = 0
-                except MemoryPollError as e:        # as the local pool: stop once it stays unreadable
-                    failed_polls += 1
-                    if failed_polls < MAX_FAILED_POLLS:
-                        continue
-                    _kill_children()
-                    yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
-                                                  f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
-                                    "kill": True}
-                    time.sleep(30)
-                    os._exit(1)
-                if rss > mem_limit_mb:
-                    _kill_children()
-                    yield "error", {**WorkerError(
-                        f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit_mb:,.0f} MB, and was stopped. "
-                        "Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.").to_dict(), "kill": True}
-                    time.sleep(30)            # the driver force-cancels this task; never serve another job
-                    os._exit(1)
-                continue
-            if kind != "progress":
-                final = kind, payload
-                break
-            yield kind, payload
-    finally:
-        os.chdir(home)
-        tempfile.tempdir = None
-        shutil.rmtree(workspace, ignore_errors=True)
-    yield final             # last, after the clean-up: the worker is free once the driver has it
+                rss = tree_rss_mb(os.getpid())     # the local pool's poll: never 0 MB on a failed read
+                failed_polls = 0
+            except MemoryPollError as e:        # as the local pool: stop once it stays unreadable
+                failed_polls += 1
+                if failed_polls < MAX_FAILED_POLLS:
+                    continue
+                _kill_children()
+                yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
+                                              f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
+                                "kill": True}
+                time.sleep(30)
+                os._exit(1)
+            if rss > mem_limit_mb:
+                _kill_children()
+                yield "error", {**WorkerError(
+                    f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit_mb:,.0f} MB, and was stopped. "
+                    "Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.").to_dict(), "kill": True}
+                time.sleep(30)            # the driver force-cancels this task; never serve another job
+                os._exit(1)
+            continue
+        if kind != "progress":
+            final = kind, payload
+            break
+        yield kind, payload
+    yield final             # call_job cleaned up (workspace, cwd) before queueing it: the worker is free

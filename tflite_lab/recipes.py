@@ -80,3 +80,87 @@ CLI_FLAGS = {
     Optimization.DYNAMIC: ["--enable_v1_converter", "--post_training_quantize"],
     Optimization.FLOAT16: ["--enable_v1_converter", "--post_training_quantize", "--quantize_to_float16"],
 }
+
+
+# ---- one calibration, several recipes ----
+#
+# TFLiteConverter.convert() with a representative dataset converts the graph to a float flatbuffer,
+# calibrates it (min/max of every tensor over the samples) and quantizes. The first two steps do not
+# depend on the recipe: the graph conversion sees int8 vs int16 only as an inference type, which
+# rewrites fake-quant and statistics ops, and a post-training model has none. So one calibrate-only
+# run per model and samples serves int8 (float or int8 I/O) and int16x8; each then replays the
+# quantization step of TF 2.21's TFLiteConverterBase._quantize with the arguments convert() passes.
+
+# The converter settings the replay below hardcodes, at the values convert() would use: a converter
+# that differs (another TF version, a recipe that sets one) is converted the ordinary way instead.
+REPLAYED_SETTINGS = {
+    "experimental_new_quantizer": True,                       # int8 through mlir_quantize
+    "experimental_use_stablehlo_quantizer": False,
+    "_experimental_disable_per_channel": False,
+    "_experimental_disable_per_channel_quantization_for_dense_layers": False,
+    "_experimental_variable_quantization": False,              # enable_variable_quantization
+    "_experimental_full_integer_quantization_bias_type": None,  # int32 bias for int8, int64 for 16x8
+    "_experimental_use_buffer_offset": False,                 # convert() deduplicates buffers
+    "allow_custom_ops": False,
+    "ir_dump_dir": None,                                      # DebugOptions stay empty: b""
+    "enable_timing": None,
+    "print_ir_before": None,
+    "print_ir_after": None,
+}
+
+
+def apply_calibrate_only(converter) -> list[str]:
+    """Make a converter set up with ``apply(..., INT8, ...)`` calibrate only: convert() then returns
+    the float model with its calibration statistics, without conversion metadata. Returns the lines."""
+    lines = ["converter._experimental_calibrate_only = True",
+             "converter.exclude_conversion_metadata = True"]
+    for line in lines:
+        exec(line, {"converter": converter})  # noqa: S102 - our own constant lines, never user input
+    return lines
+
+
+def replay_mismatch(converter) -> str | None:
+    """Which converter setting the quantization replay would not honour, or None."""
+    missing = object()
+    for name, want in REPLAYED_SETTINGS.items():
+        have = getattr(converter, name, missing)
+        if have is missing:
+            return f"the converter has no setting {name} (another TensorFlow than the replay was written for)"
+        if have != want:
+            return f"converter.{name} is {have!r}, the replay assumes {want!r}"
+    if getattr(converter.target_spec, "_experimental_custom_op_registerers", []):
+        return "the converter has custom op registerers"
+    return None
+
+
+def quantize_lines(optimization: Optimization, int8_io: bool = False) -> list[str]:
+    """How convert() quantizes a calibrated model for this recipe, as Python lines (``calibrated``,
+    ``tf``, ``mlir_quantize`` and ``Calibrator`` in scope; they set ``quantized``)."""
+    opt = Optimization(optimization)
+    if opt is Optimization.INT8:
+        io = "tf.int8" if int8_io else "tf.float32"
+        # As convert() calls it: fully_quantize left False, no allow_float; the MLIR quantizer makes
+        # int8 I/O itself from the data types (so convert() skips _modify_model_io_type).
+        return [f"quantized = mlir_quantize(calibrated, disable_per_channel=False, input_data_type={io}, "
+                f"output_data_type={io}, enable_variable_quantization=False, "
+                "disable_per_channel_for_dense_layers=False, debug_options_str=b'')"]
+    if opt is Optimization.INT16X8:
+        # For int16 activations convert() uses the older quantizer, calibrate_and_quantize (after
+        # calibrating twice: calibrate(), then again inside it). Given no samples it feeds nothing
+        # and quantizes with the statistics already in ``calibrated``.
+        return ["quantized = Calibrator(calibrated).calibrate_and_quantize(lambda: iter(()), input_type=tf.float32, "
+                "output_type=tf.float32, allow_float=False, activations_type=tf.int16, bias_type=tf.int64, "
+                "disable_per_channel=False, disable_per_channel_quantization_for_dense_layers=False)"]
+    raise ValueError(f"recipe {opt.value} is not calibrated")
+
+
+def quantize(calibrated: bytes, optimization: Optimization, int8_io: bool = False) -> tuple[bytes, list[str]]:
+    """Quantize a calibrate-only model for the recipe by running exactly the lines it returns."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.python.optimize.calibrator import Calibrator
+    lines = quantize_lines(optimization, int8_io)
+    scope = {"calibrated": calibrated, "tf": tf, "mlir_quantize": mlir_quantize, "Calibrator": Calibrator}
+    for line in lines:
+        exec(line, scope)  # noqa: S102 - our own constant lines, never user input
+    return bytes(scope["quantized"]), lines

@@ -245,6 +245,30 @@ def targets_section(head: dict) -> str:
     return "\n".join(out)
 
 
+def devices_section(run: dict, head: dict | None) -> str:
+    """The devices this run's cell ran on ('Run on this device'), next to the server's LiteRT."""
+    from .history import device_label
+    devices = run.get("devices") or []
+    if not devices:
+        return ""
+    rows = []
+    for d in devices:
+        dev = d.get("device") or {}
+        lat = dev.get("latency_ms") or {}
+        rows.append([_e(device_label(dev)), _e(dev.get("accelerator")), _num(lat.get("median")), _num(lat.get("p90")),
+                     _verdict(d.get("verdict")),
+                     _e("; ".join(f"{o.get('name')} {_num(o.get('max_abs_error'))}" for o in dev.get("outputs") or [])),
+                     _e("; ".join(f"{v.get('name')} {_num(v.get('max_abs_diff'))}" for v in dev.get("vs_litert") or [])),
+                     f"<code>{_e(d.get('id'))}</code>"])
+    server = ((head or {}).get("latency") or {}).get("tflite") or {}
+    rows.append(["server / LiteRT", _e(f"CPU, {server['threads']} threads" if server.get("threads") else "CPU"),
+                 _num(server.get("median_ms")), _num(server.get("p90_ms")), _verdict(run.get("verdict")), "", "",
+                 f"<code>{_e(run.get('id'))}</code>"])
+    return ("<h3>On devices (LiteRT.js in the visitor's browser)</h3>"
+            + _table(["device", "accelerator", "median ms", "p90 ms", "verdict", "max abs error vs original",
+                      "max |browser − server LiteRT|", "run"], rows, "devices"))
+
+
 def run_section(run: dict, figs: _Figures) -> str:
     """Everything about one run: verdict, metrics, charts, size/latency, matrix, layers, script, provenance."""
     head = _head_report(run)
@@ -280,6 +304,7 @@ def run_section(run: dict, figs: _Figures) -> str:
                    + "</p>")
         out.append("<h3>Size and latency</h3>" + size_latency_table(head))
         out.append(targets_section(head))
+        out.append(devices_section(run, head))
         divs, note = _compare_charts(head, figs)
         out.append("<h3>Compare charts</h3>" + (f'<p class="meta">{_e(note)}</p>' if note else "")
                    + '<div class="charts">' + "".join(divs) + "</div>")

@@ -159,16 +159,7 @@ def _tflite_convert_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tensorflow.lite.python.tflite_convert"]
 
 
-def convert(request: ConversionRequest, original, export_dir: str | None, fixed_batch: bool,
-            representative=None, workdir: str | None = None, unrolled: bool = False) -> ConversionResult:
-    """Convert ``original`` (an OriginalModel) through ``request.route`` with ``request.optimization``.
-
-    ``export_dir`` is the SavedModel folder (the source itself, or the one-time Keras export).
-    Raises ConversionError with a one-line explanation and the converter's log as detail.
-    """
-    from .capture import capture_output
-    route, opt = request.route, request.optimization
-    check_supported(route, opt, original.source.format)
+def _conversion_warnings(fixed_batch: bool, unrolled: bool) -> list[str]:
     warnings: list[str] = []
     if fixed_batch:
         warnings.append("Converted with a fixed batch of 1: recurrent layers fail with a dynamic batch on TF 2.21 "
@@ -176,7 +167,10 @@ def convert(request: ConversionRequest, original, export_dir: str | None, fixed_
     if unrolled:
         warnings.append("Recurrent layers were unrolled (unroll=True, same weights): calibrating the looped form "
                         "crashes TF 2.21's converter (SIGSEGV) for int8/16x8.")
-    t0 = time.perf_counter()
+    return warnings
+
+
+def _refuse_dict_inputs(route: Route, opt: Optimization, original) -> None:
     struct = getattr(getattr(original, "keras_model", None), "_inputs_struct", None)
     if route is Route.KERAS and isinstance(struct, dict):
         # from_keras_model traces the model with a list of inputs; a dict-input model (KerasHub
@@ -185,29 +179,58 @@ def convert(request: ConversionRequest, original, export_dir: str | None, fixed_
                               f"model whose inputs are a dict "
                               f"({', '.join(sorted(struct))}): TensorFlow feeds it a list. Use the saved_model route "
                               "(the same model through its model.export() SavedModel).")
+
+
+def _captured(route: Route, opt: Optimization, work):
+    """``work()`` with TensorFlow's prints captured: (its value, the log). Any exception of the
+    converter becomes a ConversionError with the one-line explanation and the log as detail."""
+    from .capture import capture_output
+    with capture_output() as cap:
+        try:
+            value = work()
+            error = None
+        except Exception as e:  # the converter raises many types; all mean "conversion failed"
+            error = e
+    if error is not None:
+        full = f"{cap.text}\n{type(error).__name__}: {error}"
+        raise ConversionError(explain_failure(route, opt, full), detail=full) from None
+    return value, cap.text
+
+
+def convert(request: ConversionRequest, original, export_dir: str | None, fixed_batch: bool,
+            representative=None, workdir: str | None = None, unrolled: bool = False) -> ConversionResult:
+    """Convert ``original`` (an OriginalModel) through ``request.route`` with ``request.optimization``.
+
+    ``export_dir`` is the SavedModel folder (the source itself, or the one-time Keras export).
+    Raises ConversionError with a one-line explanation and the converter's log as detail.
+    """
+    route, opt = request.route, request.optimization
+    check_supported(route, opt, original.source.format)
+    warnings = _conversion_warnings(fixed_batch, unrolled)
+    t0 = time.perf_counter()
+    _refuse_dict_inputs(route, opt, original)
     if route is Route.CLI:
         tflite, calls, log = _convert_cli(opt, export_dir, workdir)
     else:
-        with capture_output() as cap:
-            try:
-                tflite, calls = _convert_api(request, original, export_dir, fixed_batch, representative, unrolled)
-                error = None
-            except Exception as e:  # the converter raises many types; all mean "conversion failed"
-                error = e
-        log = cap.text
-        if error is not None:
-            full = f"{log}\n{type(error).__name__}: {error}"
-            raise ConversionError(explain_failure(route, opt, full), detail=full) from None
+        (tflite, calls), log = _captured(route, opt, lambda: _convert_api(
+            request, original, export_dir, fixed_batch, representative, unrolled))
     if not tflite:
         raise ConversionError(f"Conversion {route.value}-{opt.value} produced an empty model.", detail=log)
     return ConversionResult(tflite, route, opt, calls, warnings, log, time.perf_counter() - t0, fixed_batch)
 
 
 def _convert_api(request, original, export_dir, fixed_batch, representative, unrolled=False):
-    import tensorflow as tf
     from . import recipes
+    converter, calls = _route_converter(request.route, original, export_dir, fixed_batch, unrolled)
+    calls += recipes.apply(converter, request.optimization, representative, request.int8_io)
+    calls.append("tflite_model = converter.convert()")
+    return converter.convert(), calls
+
+
+def _route_converter(route: Route, original, export_dir, fixed_batch, unrolled):
+    """The route's TFLiteConverter, before any recipe, and the Python lines that made it."""
+    import tensorflow as tf
     from .models import variant_model
-    route = request.route
     if route is Route.KERAS:
         model = variant_model(original.keras_model, fixed_batch, unrolled)
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -231,9 +254,7 @@ def _convert_api(request, original, export_dir, fixed_batch, representative, unr
         calls += [f"loaded = tf.saved_model.load({export_dir!r})",
                   "concrete_func = loaded.signatures['serving_default']",
                   "converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_func], loaded)"]
-    calls += recipes.apply(converter, request.optimization, representative, request.int8_io)
-    calls.append("tflite_model = converter.convert()")
-    return converter.convert(), calls
+    return converter, calls
 
 
 def _export_lines(original, export_dir, fixed_batch, unrolled) -> list[str]:
@@ -246,6 +267,128 @@ def _export_lines(original, export_dir, fixed_batch, unrolled) -> list[str]:
         lines.append("model = keras.Model(inp := keras.Input(batch_shape=(1, *model.input_shape[1:])), model(inp))")
     lines.append(f"model.export({export_dir!r})  # once per model")
     return lines
+
+
+# ---- one calibration, several recipes (recipes.quantize) ----
+
+@dataclass(frozen=True)
+class Calibration:
+    """TensorFlow's calibrate-only output for one model, samples and route: the float flatbuffer
+    with every tensor's min/max, from which ``quantize_calibrated`` makes int8 (float or int8 I/O)
+    and int16x8 without converting or calibrating again."""
+
+    model: bytes
+    model_type: int               # conversion metadata's modelType: which TFLiteConverter.from_* made it
+    calls: list[str]              # the Python lines that produced it
+    log: str
+    calibrate_s: float
+    fixed_batch: bool = False
+    unrolled: bool = False
+    created_at: str | None = None
+    unusable: str | None = None   # why the recipes must calibrate on their own (then ``model`` is empty)
+
+    def meta(self) -> dict:
+        return {"model_type": self.model_type, "calls": self.calls, "log": self.log, "calibrate_s": self.calibrate_s,
+                "fixed_batch": self.fixed_batch, "unrolled": self.unrolled, "created_at": self.created_at,
+                "unusable": self.unusable}
+
+    @classmethod
+    def from_meta(cls, model: bytes, meta: dict) -> "Calibration":
+        return cls(model, **meta)
+
+
+# convert()'s conversion metadata names the quantization that made the model.
+_OPTIMIZATION_MODES = {Optimization.INT8: "PTQ_FULL_INTEGER", Optimization.INT16X8: "PTQ_INT16"}
+
+
+def calibrate(request: ConversionRequest, original, export_dir: str | None, fixed_batch: bool, representative,
+              unrolled: bool = False) -> Calibration:
+    """Run the route's converter once in calibrate-only mode (int8 settings; any calibrated recipe
+    would give the same float model and statistics). ``request`` names the cell that asked, for
+    its messages. A model the replay cannot stand in for (settings it does not honour, a
+    quantization-aware trained graph, whose conversion depends on the recipe) comes back
+    ``unusable``, with the reason."""
+    from . import recipes
+    route, opt = request.route, request.optimization
+    check_supported(route, opt, original.source.format)
+    if route is Route.CLI:
+        raise ValueError("tflite_convert cannot calibrate")
+    _refuse_dict_inputs(route, opt, original)
+    t0 = time.perf_counter()
+
+    def work():
+        converter, calls = _route_converter(route, original, export_dir, fixed_batch, unrolled)
+        calls += recipes.apply(converter, Optimization.INT8, representative)
+        why = recipes.replay_mismatch(converter)
+        if why:
+            return b"", calls, 0, why
+        calls += recipes.apply_calibrate_only(converter) + ["calibrated = converter.convert()"]
+        calibrated = converter.convert()
+        from tensorflow.lite.python import conversion_metadata_schema_py_generated as meta_fb
+        if meta_fb.ModelOptimizationMode.QUANTIZATION_AWARE_TRAINING in converter._metadata.options.modelOptimizationModes:
+            return b"", calls, 0, "a quantization-aware trained graph converts differently for int8 and int16x8"
+        return calibrated, calls, converter._metadata.environment.modelType, None
+
+    (model, calls, model_type, unusable), log = _captured(route, opt, work)
+    if not model and not unusable:
+        raise ConversionError(f"Conversion {route.value}-{opt.value} produced an empty calibration model.", detail=log)
+    return Calibration(bytes(model), int(model_type), calls, log, time.perf_counter() - t0, fixed_batch, unrolled,
+                       unusable=unusable)
+
+
+def quantize_calibrated(request: ConversionRequest, calibration: Calibration, reused: bool) -> ConversionResult:
+    """The cell's .tflite from a calibration: byte for byte what ``convert`` gives (its quantization
+    step replayed, then convert()'s last steps). ``reused``: the calibration was made for another
+    cell; its lines are shown as comments, and ``convert_s`` is this cell's quantization alone."""
+    from . import recipes
+    route, opt = request.route, request.optimization
+    t0 = time.perf_counter()
+
+    def work():
+        quantized, lines = recipes.quantize(calibration.model, opt, request.int8_io)
+        return _finish_like_convert(quantized, calibration.model_type, opt), lines
+
+    (tflite, lines), log = _captured(route, opt, work)
+    quantize_s = time.perf_counter() - t0
+    if reused:
+        when = calibration.created_at or "an earlier job"
+        calls = [f"# calibrated: the stored calibration of this model, samples and route ({when}), made by:"]
+        calls += [f"#   {line}" for line in calibration.calls]
+        log = f"(calibration reused, made {when})\n{log}"
+    else:
+        calls = list(calibration.calls)
+        log = f"{calibration.log}{log}"
+    calls += lines + ["tflite_model = convert()'s last steps: _deduplicate_readonly_buffers(quantized), then its "
+                      f"conversion metadata ({_OPTIMIZATION_MODES[opt]}, model hash)"]
+    if not tflite:
+        raise ConversionError(f"Conversion {route.value}-{opt.value} produced an empty model.", detail=log)
+    return ConversionResult(tflite, route, opt, calls, _conversion_warnings(calibration.fixed_batch, calibration.unrolled),
+                            log, quantize_s + (0.0 if reused else calibration.calibrate_s), calibration.fixed_batch)
+
+
+def _finish_like_convert(quantized: bytes, model_type: int, opt: Optimization) -> bytes:
+    """What TFLiteConverter.convert() does after quantizing (TF 2.21: _optimize_tflite_model, then
+    _convert_and_export_metrics): share identical read-only buffers, then add the conversion
+    metadata it would have written (its own helpers, the same field values)."""
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as meta_fb
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.python.framework import versions
+    model = lite._deduplicate_readonly_buffers(quantized)
+    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    meta = meta_fb.ConversionMetadataT()
+    meta.environment = meta_fb.EnvironmentT()
+    meta.environment.tensorflowVersion = versions.__version__
+    meta.environment.apiVersion = 2
+    meta.environment.modelType = model_type
+    meta.options = meta_fb.ConversionOptionsT()
+    meta.options.allowCustomOps = False
+    meta.options.enableSelectTfOps = False
+    meta.options.forceSelectTfOps = False
+    meta.options.modelOptimizationModes = [getattr(meta_fb.ModelOptimizationMode, _OPTIMIZATION_MODES[opt])]
+    meta.options.modelOptimizationModes.extend(lite._get_sparsity_modes(obj))
+    meta.environment.modelHash = lite._get_model_hash(obj)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(lite._populate_conversion_metadata(obj, meta)))
 
 
 def _convert_cli(opt: Optimization, export_dir: str, workdir: str | None):

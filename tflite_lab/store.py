@@ -42,6 +42,13 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def load_npz(path: str | Path) -> dict:
+    """The arrays of a stored .npz (never pickles)."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def key_of(**parts) -> str:
     blob = json.dumps({**parts, "_": VERSION_SALT}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

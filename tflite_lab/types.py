@@ -273,3 +273,8 @@ class OutputMetrics:
         return OutputMetrics(name=d["name"], **{k: from_json_number(d.get(k)) for k in nums},
                              task=d.get("task", Task.REGRESSION.value), task_reason=d.get("task_reason", ""),
                              per_sample_max_abs=tuple(float(x) for x in d.get("per_sample_max_abs", ())))
+
+
+def source_from_json(d: dict) -> ModelSource:
+    """A ModelSource from its JSON form (``pipeline.source_json``), as jobs receive it."""
+    return ModelSource(d["path"], SourceFormat(d["format"]), d["sha256"], d["size_bytes"], d["filename"])

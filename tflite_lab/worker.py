@@ -33,11 +33,17 @@ STARTUP_LIMIT_S = 180.0
 def _jobs():
     """Job name -> function; each runs registered in the server's activity registry (``activity.py``):
     it waits while another session's bench holds the gate, and benches see it while it runs."""
-    from . import bench, layerwise, pipeline
+    from . import bench, debug, pipeline, tryit
     from .activity import tracked
+    from .targets import browser, mobile_bundle
     jobs = {
-        "debug": layerwise.run_debug,
-        "selective": layerwise.run_selective,
+        "try_sample": tryit.try_job,
+        "try_browser_outputs": tryit.browser_outputs,
+        "mobile_bundles": mobile_bundle.mobile_job,
+        "device_cell": browser.device_job,
+        "judge_device": browser.judge_device_job,
+        "debug": debug.run_debug,
+        "selective": debug.run_selective,
         "describe": pipeline.describe,
         "prepare": pipeline.prepare,
         "cell": pipeline.run_cell,
@@ -45,6 +51,33 @@ def _jobs():
         "provided": pipeline.run_provided,
     }
     return {name: tracked(name, fn) for name, fn in jobs.items()}
+
+
+class JobStats:
+    """Where an executor's time went, summed over its jobs (``Executor.job_stats()``): ``wait_s`` from the
+    call to the job starting in a process (a free slot, a worker's start-up, Ray's scheduling),
+    ``run_s`` from there to its result, ``after_s`` from the result to the slot being free again
+    (Ray: the task's end), and the distinct worker processes that ran them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        self.wait_s = self.run_s = self.after_s = 0.0
+        self.pids: set[int] = set()
+
+    def add(self, wait_s: float, run_s: float, after_s: float = 0.0, pid: int | None = None) -> None:
+        with self._lock:
+            self.count += 1
+            self.wait_s += wait_s
+            self.run_s += run_s
+            self.after_s += after_s
+            if pid is not None:
+                self.pids.add(pid)
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            return {"count": self.count, "wait_s": round(self.wait_s, 3), "run_s": round(self.run_s, 3),
+                    "after_s": round(self.after_s, 3), "worker_processes": len(self.pids)}
 
 
 class _Worker:
@@ -153,6 +186,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._closed = False
         self.busy_pids: set[int] = set()
+        self.stats = JobStats()
         for _ in range(min(prestart, self.size)):
             self._idle.append(self._spawn())
 
@@ -201,6 +235,7 @@ class WorkerPool:
         what = label or _label(job, kwargs)
         time_limit = time_limit_s or self.limits.job_time_s
         mem_limit = memory_limit_mb or self.limits.job_memory_mb
+        called = time.monotonic()
         w = self._acquire()
         if cancel is not None and cancel.is_set():      # cancelled while waiting for a worker: keep it
             self._release(w, True)
@@ -235,6 +270,7 @@ class WorkerPool:
                         continue
                     healthy = True
                     w.jobs_done += 1
+                    self.stats.add(started - called, time.monotonic() - started, pid=w.pid)
                     if kind == "ok":
                         return payload
                     raise TFLiteLabError.from_dict(payload)
@@ -368,7 +404,6 @@ def _serve(fd: int) -> None:
     from .runtime import set_tf_threads
     set_tf_threads(default_threads())    # before TF runs anything: its pools are fixed after that
     jobs = _jobs()
-    home = os.getcwd()
     conn.send(("ready", 0, os.getpid()))
     while True:
         try:
@@ -382,26 +417,33 @@ def _serve(fd: int) -> None:
             sys.stderr.flush()
             os._exit(0)
         job_id, name, kwargs, workspace = msg
-        os.chdir(workspace)
-        tempfile.tempdir = workspace          # the converter's temp files stay in this job's folder
-        try:
-            fn = jobs[name]
-            result = fn(**kwargs, progress=lambda step: conn.send(("progress", job_id, step)))
-            conn.send(("ok", job_id, result))
-        except TFLiteLabError as e:
-            # The operator's record (this worker's log file); the user gets the one line.
-            print(f"job {job_id} {name}: {type(e).__name__}: {e.user_message}\n{e.detail}", file=sys.stderr, flush=True)
-            conn.send(("error", job_id, e.to_dict()))
-        except Exception as e:
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr, flush=True)
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            conn.send(("error", job_id, WorkerError(
-                f"Internal error in '{name}': {type(e).__name__}: {first}", detail=tb).to_dict()))
-        finally:
-            os.chdir(home)
-            tempfile.tempdir = None
-            shutil.rmtree(workspace, ignore_errors=True)
+        kind, payload = call_job(jobs, name, kwargs, lambda step: conn.send(("progress", job_id, step)), workspace,
+                                 f"job {job_id} {name}")
+        conn.send((kind, job_id, payload))
+
+
+def call_job(jobs: dict, name: str, kwargs: dict, progress, workspace: str, label: str) -> tuple[str, object]:
+    """One job, as both executors run it: in its own workspace (the cwd and the converter's temp
+    files, removed afterwards); ``("ok", result)`` or ``("error", the error as a dict)`` — a
+    TFLiteLabError as raised, anything else an internal WorkerError. The details go to stderr
+    (the worker's log, the operator's record); the user gets the one line."""
+    home = os.getcwd()
+    os.chdir(workspace)
+    tempfile.tempdir = workspace
+    try:
+        return "ok", jobs[name](**kwargs, progress=progress)
+    except TFLiteLabError as e:
+        print(f"{label}: {type(e).__name__}: {e.user_message}\n{e.detail}", file=sys.stderr, flush=True)
+        return "error", e.to_dict()
+    except Exception as e:
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return "error", WorkerError(f"Internal error in '{name}': {type(e).__name__}: {first}", detail=tb).to_dict()
+    finally:
+        os.chdir(home)
+        tempfile.tempdir = None
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -73,14 +73,16 @@ def test_cli_route_shows_the_shell_command(app):
 
 
 def test_a_failed_conversion_shows_one_line_and_the_log(digits, monkeypatch):
-    from pages import common
+    from pages import jobs
 
     def fail(job, progress=None, **kwargs):
         if job == "cell":
             raise ConversionError("Conversion saved_model-none failed: something broke.", detail="the converter log")
         return real(job, progress, **kwargs)
-    real = common.executor().run
-    monkeypatch.setattr(common.executor(), "run", fail)
+    real = jobs.executor().run
+    monkeypatch.setattr(jobs.executor(), "run", fail)
+    from tflite_lab import orchestrate        # an earlier test's stored cell would be served, not converted
+    monkeypatch.setattr(orchestrate, "stored_cell", lambda *a, **k: None)
     convert(digits, "saved_model", "none")
     assert_clean(digits)
     assert texts(digits.error) == ["Conversion saved_model-none failed: something broke."]

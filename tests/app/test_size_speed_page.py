@@ -19,9 +19,10 @@ def test_size_and_latency_of_the_converted_models(digits):
 
 def test_without_latency_only_sizes_are_shown(digits, monkeypatch):
     # The sidebar toggle sets this; AppTest drops the sidebar's widgets after the first run.
-    from pages import common
+    from pages import jobs, state
     from tflite_lab.pipeline import BenchSpec
-    monkeypatch.setattr(common, "bench_spec", lambda: BenchSpec(enabled=False))
+    for where in (state, jobs):          # jobs holds its own reference to state's function
+        monkeypatch.setattr(where, "bench_spec", lambda: BenchSpec(enabled=False))
     convert(digits, "saved_model", "none")
     go(digits, "size_speed")
     assert_clean(digits)

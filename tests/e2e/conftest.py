@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, start_server, stop_server, wait_healthy
+from e2e_helpers import ARTIFACTS, free_port, start_server, stop_server, wait_healthy
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +22,6 @@ def server_process():
 @pytest.fixture(scope="session")
 def server(server_process):
     return server_process[1]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def no_traceback(page: Page) -> None:
 
 
 def test_upload_convert_compare(page: Page):
-    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible()
+    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible(timeout=60_000)   # first paint on a busy box
     upload_model(page, SAMPLES / "digits_cnn.keras")
     expect(metric(page, "Parameters")).to_have_text("38,282", timeout=SLOW_MS)
     expect(metric(page, "Format")).to_have_text("keras")
@@ -135,7 +135,7 @@ def test_a_corrupt_upload_shows_one_clear_line(page: Page, tmp_path):
 def test_an_upload_left_at_once_for_another_page_is_not_lost(page: Page):
     """Leaving the Model page as soon as the file name shows, while the worker still reads the model
     (MobileNetV2: seconds): the next page waits for the model instead of saying "No model yet"."""
-    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible()
+    expect(page.get_by_role("heading", name="Model", exact=True).first).to_be_visible(timeout=60_000)   # first paint on a busy box
     upload_model(page, SAMPLES / "mobilenet_v2_small.keras")
     expect(page.get_by_role("button", name="Remove mobilenet_v2_small.keras")).to_be_visible()
     assert page.get_by_test_id("stMetric").count() == 0         # not read yet: the race this test is about

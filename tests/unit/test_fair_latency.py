@@ -42,10 +42,10 @@ def test_keras_route_alone_makes_no_export_and_other_routes_export_on_demand(tin
     """`convert --route keras` skipped nothing it uses, but exported a SavedModel it never read (CPU
     on two cores, in the P1 convert time); now only a route that reads the export makes it."""
     import shutil
-    from tflite_lab import pipeline
     # Opened models are cached by sha256 per process: the same bytes opened by an earlier test of
     # this process (from another store) would export beside that store's copy.
-    monkeypatch.setattr(pipeline, "_MODELS", {})
+    from tflite_lab import models
+    monkeypatch.setattr(models, "_OPENED", {})
     from tflite_lab.pipeline import BenchSpec, SampleSpec, prepare, run_cell, source_json
     from tflite_lab.sources import source_from_path
     store = str(tmp_path / "store")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from lab_helpers import ROOT
+from lab_helpers import ROOT, build_models
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +33,7 @@ keras.Model([b, a], [keras.layers.Dense(5, activation="softmax", name="cls")(h),
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("micro")
-    subprocess.run([sys.executable, "-c", BUILD.format(d=d)], check=True, capture_output=True,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    return d
+    return build_models(BUILD, tmp_path_factory.mktemp("micro"))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lab_helpers import build_models
+
 pytestmark = pytest.mark.slow
 
 BUILD = """
@@ -172,10 +174,7 @@ print(json.dumps({"outputs": outs, "dtypes": dts, "fed": fed}))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bundle")
-    subprocess.run([sys.executable, "-c", BUILD.format(d=d)], check=True, capture_output=True,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    return d
+    return build_models(BUILD, tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +232,7 @@ def _check_bundle(bundle: Path, tflite: bytes, samples_path: str, t: dict, tmp: 
     assert any(ln.endswith(" R g_model_data_size") for ln in syms.splitlines())
 
     # model_ops.h: one checked Add* per distinct op of the flatbuffer, N = their number.
-    from tflite_lab.targets.micro import resolver_name
+    from tflite_lab.targets.micro_bundle import resolver_name
     ops_h = (bundle / "model_ops.h").read_text()
     ops = _flatbuffer_ops(tflite)
     calls = re.findall(r"if \(resolver\.(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;", ops_h)

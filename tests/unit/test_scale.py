@@ -57,6 +57,13 @@ def test_zoo_gives_identical_metrics_on_local_and_ray(tmp_path):
     assert ray.returncode == 0, ray.stderr
     a, b = json.loads(local.stdout), json.loads(ray.stdout)
     assert a["executor"].startswith("local") and b["executor"].startswith("ray at 127.0.0.1:")
+    jobs_a, jobs_b = a["executor_info"].pop("jobs"), b["executor_info"].pop("jobs")
+    assert a["executor_info"] == {"name": "local", "address": None, "startup_s": 0.0}
+    # three prepares and three cells (latency timed apart in one bench job per model) on each side
+    assert jobs_a["count"] == jobs_b["count"] >= 6 and jobs_b["worker_processes"] >= 3   # one process per upload
+    info = b["executor_info"]
+    assert info["name"] == "ray" and info["address"].startswith("127.0.0.1:") and info["own_instance"]
+    assert 0 < info["startup_s"] < 120
     assert [m["model"] for m in a["models"]] == ["digits_cnn", "breast_cancer_mlp", "diabetes_regressor_savedmodel"]
     for ma, mb in zip(a["models"], b["models"]):
         assert ma["samples"].endswith(".samples.npz") or ma["samples"].endswith((".csv", ".npy"))
@@ -219,9 +226,9 @@ def test_pages_run_on_ray_and_say_so(ray_executor, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from lab_helpers import ROOT
-    from tflite_lab import executor
+    from tflite_lab import executors
     monkeypatch.setenv("TFLITE_LAB_EXECUTOR", "ray")
-    monkeypatch.setattr(executor, "_DEFAULT", ray_executor)      # the server's executor: this Ray instance
+    monkeypatch.setattr(executors, "_DEFAULT", ray_executor)      # the server's executor: this Ray instance
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
     at.selectbox(key="gallery_pick").set_value("breast_cancer_mlp").run()
     at.button(key="gallery_use").click().run()
@@ -260,3 +267,24 @@ def test_a_worker_process_never_serves_two_uploads(ray_executor, fresh_digits):
     upload = {pid: psutil.Process(pid).environ().get("TFLITE_LAB_UPLOAD") for pid in (a1, a2, b) if psutil.pid_exists(pid)}
     assert upload.get(b) == other["source"]["sha256"]
     assert {upload[p] for p in (a1, a2) if p in upload} == {fresh_digits["source"]["sha256"]}
+
+
+@pytest.mark.slow
+def test_a_stale_ray_cluster_file_does_not_capture_the_tools_own_instance(tmp_path):
+    """Without RAY_ADDRESS, a /tmp/ray/ray_current_cluster left by a crashed Ray (here: a port nobody
+    listens on) used to be joined, failing with 'num_cpus and num_gpus must not be provided'."""
+    from pathlib import Path
+    stale = Path("/tmp/ray/ray_current_cluster")
+    before = stale.read_text() if stale.exists() else None
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("127.0.0.1:9")
+    try:
+        r = run_cli("zoo", SAMPLES / "digits_cnn.keras", *ZOO_CELLS, "--no-latency", "--json", "--executor", "ray",
+                    env={"TFLITE_LAB_CACHE": str(tmp_path / "store")})
+    finally:
+        if before is None:
+            stale.unlink(missing_ok=True)
+        else:
+            stale.write_text(before)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["executor_info"]["own_instance"]

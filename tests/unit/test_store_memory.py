@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from lab_helpers import ROOT
-from tflite_lab.cli import _table
+from tflite_lab.commands.base import _table
 from tflite_lab import worker
 from tflite_lab.config import Limits
 from tflite_lab.errors import WorkerError

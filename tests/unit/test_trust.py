@@ -263,7 +263,7 @@ def test_int8_io_within_one_step_of_float_io():
 
 
 def test_conversion_leaves_the_shared_keras_model_unchanged():
-    """The conversions share one loaded model per worker (pipeline._MODELS); none may change it."""
+    """The conversions share one loaded model per worker (models._OPENED); none may change it."""
     from tflite_lab import pipeline
     from tflite_lab.config import Limits
     src = source_from_path(SAMPLES / "digits_cnn.keras")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DOES_NOT_FIT, DOES_NOT_RUN, IsolatedCrash, TargetInput, TargetReport, run_isolated
+from .base import DOES_NOT_FIT, DOES_NOT_RUN, IsolatedCrash, TargetInput, TargetReport, run_isolated
+from .micro_bundle import resolver_name
 
 NAME = "micro"
 HYBRID = "TFLM has no hybrid kernels: use int8"
@@ -141,16 +142,6 @@ def _hybrid_ops(g: dict) -> list[int]:
     return [o["index"] for o in g["ops"] if o["outputs"] and t[o["outputs"][0]]["dtype"] == "float32"
             and any(j >= 0 and t[j]["const"] and t[j]["dtype"] in ("int8", "int4") for j in o["inputs"])
             and any(j >= 0 and not t[j]["const"] and t[j]["dtype"] == "float32" for j in o["inputs"])]
-
-
-def resolver_name(op: str) -> str:
-    """``MicroMutableOpResolver`` method for a builtin (TFLM's gen_micro_mutable_op_resolver rule)."""
-    special = {"TFLite_Detection_PostProcess": "AddDetectionPostprocess", "UNIDIRECTIONAL_SEQUENCE_LSTM":
-               "AddUnidirectionalSequenceLSTM", "LSTM": "AddLSTM", "BATCH_MATMUL": "AddBatchMatMul"}
-    if op in special:
-        return special[op]
-    parts = op.split("_")
-    return "Add" + "".join(p if p[:1].isdigit() and len(p) <= 2 and p[-1:] == "D" else p.capitalize() for p in parts)
 
 
 # ---------------------------------------------------------------- inside the child (TFLM loaded)

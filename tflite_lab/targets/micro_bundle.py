@@ -29,6 +29,16 @@ C_TYPES = {"int8": ("int8_t", "int8"), "uint8": ("uint8_t", "uint8"), "int16": (
 INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
+def resolver_name(op: str) -> str:
+    """``MicroMutableOpResolver`` method for a builtin (TFLM's gen_micro_mutable_op_resolver rule)."""
+    special = {"TFLite_Detection_PostProcess": "AddDetectionPostprocess", "UNIDIRECTIONAL_SEQUENCE_LSTM":
+               "AddUnidirectionalSequenceLSTM", "LSTM": "AddLSTM", "BATCH_MATMUL": "AddBatchMatMul"}
+    if op in special:
+        return special[op]
+    parts = op.split("_")
+    return "Add" + "".join(p if p[:1].isdigit() and len(p) <= 2 and p[-1:] == "D" else p.capitalize() for p in parts)
+
+
 def arena_with_margin(arena_bytes: int) -> int:
     """Measured arena + 10 % (at least 1 KB), rounded up to 16 bytes."""
     extra = max(ARENA_MARGIN_MIN, int(math.ceil(arena_bytes * ARENA_MARGIN_FRACTION)))
@@ -98,7 +108,6 @@ def model_data_h(tflite: bytes) -> str:
 
 
 def model_ops_h(counts: dict) -> str:
-    from .micro import resolver_name
     ops = sorted(counts)
     calls = "\n".join(f"  if (resolver.{resolver_name(op)}() != kTfLiteOk) return kTfLiteError;"
                       f"   // {op} x{counts[op]}" for op in ops)
@@ -296,7 +305,6 @@ def _tf_type(dtype: str) -> str:
 
 
 def readme(tflite: bytes, counts: dict, res: dict, arena_bytes: int, figures: dict) -> str:
-    from .micro import resolver_name
     ins, outs = _io(res)
     arena = arena_with_margin(arena_bytes)
     board = figures.get("board") or {}

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from pages import jobs, runs, state, tables
+from pages import jobs, reviews, runs, state, tables
 from tflite_lab import charts
 from tflite_lab.types import Tolerances
 
@@ -92,6 +92,7 @@ c[2].metric("Worst max abs error", tables.number(tables.worst_error(report)))
 c[3].metric("Lowest top-1 agreement", tables.number(top1, ".1%"))
 c[4].metric("Samples compared", report["num_samples"])
 tables.sample_caveats(report)
+reviews.show_recorded(ss["lab_run_ids"].get(cell), key="compare")
 st.dataframe(tables.styled(frame), hide_index=True, placeholder="–",
              column_config={"tolerances applied": st.column_config.TextColumn(width="large")})
 for f in judged["failures"]:

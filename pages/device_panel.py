@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
-from pages import jobs, runs, state
+from pages import auth, jobs, runs, state
 from tflite_lab.errors import TFLiteLabError
 from tflite_lab.history import device_label
 from tflite_lab.targets.web_assets import assets_dir, available, missing_message
@@ -156,7 +156,8 @@ def _record(cell: str, report: dict, t: dict, parent: str | None) -> str | None:
                 "samples_sha": None, "num_samples": report.get("num_samples")}
     try:
         return record_run("device", [state.judged(cell)], prepared, origin="dashboard", parent_run=parent,
-                          extra={"device": {k: v for k, v in t.items() if k != "cell_dir"}})
+                          extra={"device": {k: v for k, v in t.items() if k != "cell_dir"}},
+                          author=auth.author())
     except HistoryError as e:
         st.warning(f"Not recorded in the run history: {e.user_message}", icon=":material/history:")
         return None

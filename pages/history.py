@@ -4,10 +4,11 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from pages import runs, state, tables
+from pages import auth, reviews, runs, state, tables
 from tflite_lab import charts, report_html
 from tflite_lab.errors import HistoryError
-from tflite_lab.history import SORTS, RunFilter
+from tflite_lab.history import REVIEW_STATES, SORTS, RunFilter
+from tflite_lab.people import Person, author_label, can_change
 
 PAGE_SIZE = 50
 ss = st.session_state
@@ -18,19 +19,24 @@ except HistoryError as e:
     state.show_error(e)
     st.stop()
 
-f = st.columns([2, 1, 1, 2, 2], vertical_alignment="bottom")
+who = auth.actor()
+f = st.columns([2, 1, 1, 2, 2, 2, 2], vertical_alignment="bottom")
 model = f[0].selectbox("Model", [None, *h.distinct("model_name")], key="hist_model", format_func=lambda x: x or "all")
 verdict = f[1].selectbox("Verdict", [None, "pass", "fail", "ran, no reference", "error"], key="hist_verdict",
                          format_func=lambda x: x or "all")
 recipe = f[2].selectbox("Recipe", [None, *h.distinct("recipe")], key="hist_recipe", format_func=lambda x: x or "all")
 days = f[3].date_input("Date", value=(), key="hist_dates", help="A day, or a range of days")
-search = f[4].text_input("Search notes", key="hist_search", placeholder="text in a note or reviewer tag")
+search = f[4].text_input("Search", key="hist_search", placeholder="text in a note, a review or a name")
+author = f[5].selectbox("Author", [None, *h.authors()], key="hist_author", format_func=lambda x: x or "anyone")
+review = f[6].selectbox("Review", [None, *(s for s in REVIEW_STATES if s != "approved by me" or who.person)],
+                        key="hist_review", format_func=lambda x: x or "any")
 since = until = None
 if days:
     first, last = (days[0], days[-1]) if isinstance(days, (tuple, list)) else (days, days)
     since = dt.datetime.combine(first, dt.time()).timestamp()
     until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()).timestamp()
-flt = RunFilter(model=model, verdict=verdict, recipe=recipe, since=since, until=until, search=search or None)
+flt = RunFilter(model=model, verdict=verdict, recipe=recipe, since=since, until=until, search=search or None,
+                author=author, review=review, me=who.person)
 total = h.count(flt)
 s = st.columns([2, 1, 1, 3], vertical_alignment="bottom")
 sort = s[0].selectbox("Sort by", list(SORTS), key="hist_sort")
@@ -50,6 +56,8 @@ def _f(x):
     return None if x is None else float(x)
 
 
+review_of = h.reviews_of([r["id"] for r in rows])
+
 frame = pd.DataFrame([{
     "run": r["id"], "time": dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
     "kind": f"device: {r['summary'].get('device')} ({r['summary'].get('accelerator')})" if r["kind"] == "device"
@@ -57,7 +65,8 @@ frame = pd.DataFrame([{
     "cell": f"{r['route'] or ''}-{r['recipe'] or ''}".strip("-") or "–",
     "verdict": tables.VERDICT_TEXT.get(r["verdict"], r["verdict"]), "size (KB)": (r["tflite_bytes"] or 0) / 1024 or None,
     "max abs error": _f(r["summary"].get("max_abs_error")), "top-1": _f(r["summary"].get("min_top1")),
-    "latency (ms)": _f(r["summary"].get("latency_ms")), "note": r["note"], "reviewer": r["reviewer"]}
+    "latency (ms)": _f(r["summary"].get("latency_ms")), "author": author_label(r["author"]),
+    "reviews": report_html.review_summary(review_of[r["id"]]), "note": r["note"]}
     for r in rows], dtype=object)
 picked: list[str] = []
 if rows:
@@ -87,12 +96,8 @@ if len(picked) == 1:
         st.switch_page(state.PAGES["compare"])
     with a[3]:
         runs.report_download([run["id"]], key="hist_report")
-    with st.form("hist_edit"):
-        note = st.text_area("Note", value=run["note"], key=f"hist_note_{run['id']}")
-        reviewer = st.text_input("Reviewer tag", value=run["reviewer"], key=f"hist_reviewer_{run['id']}")
-        if st.form_submit_button("Save note", icon=":material/save:"):
-            h.update(run["id"], note=note, reviewer=reviewer)
-            st.rerun()
+    reviews.show(run, key="hist")
+    reviews.note(run, key="hist")
     st.caption(f"Samples: {run['samples']['description']} ({run['samples']['count']}) · "
                + " · ".join(f"{k} {v}" for k, v in run["versions"].items()) + f" · {run['host_cpu']}")
     for cell, fail in (run.get("failed_cells") or {}).items():
@@ -136,25 +141,31 @@ elif len(picked) > 1:
     for i, fig in enumerate(figures):
         cols[i % 2].plotly_chart(fig, key=f"hist_chart_{i}")
 
-if picked:
+# Delete is offered only for runs this user may change; the history refuses the others anyway.
+mine = picked and all(can_change(who, Person.from_json(r["author"]) if r else None) for r in h.runs_by_id(picked))
+# A confirmation already in the session is shown as it is: the history decides (and refuses a forged one).
+if mine or (picked and ss.get("hist_confirm") == picked):
     if ss.get("hist_confirm") != picked:
         if st.button(f"Delete {len(picked)} run{'s' if len(picked) > 1 else ''}…", key="hist_delete",
                      icon=":material/delete:"):
-            ss["hist_confirm"] = picked
+            ss["hist_confirm"] = ss["hist_deleting"] = picked
             st.rerun()
     else:
-        st.warning(f"Delete {', '.join(picked)}? The store files no other run uses go too. This cannot be undone.",
+        st.warning(f"Delete {', '.join(picked)}? They go to the trash; an admin can restore them.",
                    icon=":material/warning:")
         y, n, _ = st.columns([1, 1, 4])
         if y.button("Yes, delete", type="primary", key="hist_delete_yes"):
-            removed = sum(len(h.delete(i) or []) for i in picked)
             ss["hist_confirm"] = None
-            ss["history_compare"] = None
-            ss["hist_deleted"] = f"Deleted {len(picked)} run(s) and {removed} store file(s) no other run used."
-            st.rerun()
+            if reviews.write(lambda hh: [hh.delete(i, actor=who) for i in ss["hist_deleting"]]):
+                ss["history_compare"] = None
+                ss["hist_deleted"] = f"Moved {len(ss['hist_deleting'])} run(s) to the trash."
+                st.rerun()
         if n.button("Cancel", key="hist_delete_no"):
             ss["hist_confirm"] = None
             st.rerun()
 if ss.get("hist_deleted"):
     st.success(ss.pop("hist_deleted"), icon=":material/delete:")
+if who.admin:
+    from pages import trash
+    trash.show(h, who)
 h.close()

@@ -9,6 +9,7 @@ import streamlit as st
 from tflite_lab.errors import wrapped
 from tflite_lab.pipeline import SampleSpec
 from tflite_lab.types import Tolerances
+from pages import auth
 from pages.state import Model, Samples, judged, original, reset_results, samples, set_class_names
 
 
@@ -23,7 +24,7 @@ def record(kind: str, cells: list[str], prepared: dict, failed: dict | None = No
     ss = st.session_state
     try:
         run_id = record_run(kind, [judged(c) for c in cells], prepared, origin="dashboard", failed=failed,
-                            samples_description=samples().label if original() else None)
+                            samples_description=samples().label if original() else None, author=auth.author())
     except HistoryError as e:
         st.warning(wrapped("Not recorded in the run history: ", e.user_message), icon=":material/history:")
         return None
@@ -43,7 +44,7 @@ def record_debug(result: dict, prepared: dict) -> str | None:
     extra = {k: result.get(k) for k in ("layers", "suggested_float", "sweep", "best_step", "notes")}
     try:
         result["run_id"] = record_run("debug", [result["model"]], prepared, origin="dashboard", extra=extra,
-                                      samples_description=samples().label)
+                                      samples_description=samples().label, author=auth.author())
     except HistoryError as e:
         st.warning(wrapped("Not recorded in the run history: ", e.user_message), icon=":material/history:")
         return None
@@ -187,8 +188,8 @@ def report_download(run_ids: list[str], key: str) -> None:
         return
     try:
         with history() as h:
-            stamp = "|".join(f"{(r or {}).get('note')}{(r or {}).get('reviewer')}{len(h.devices(i))}"
-                             for i, r in zip(run_ids, h.runs_by_id(run_ids)))      # a new device run: a new report
+            stamp = "|".join(f"{(r or {}).get('note')}{len(h.reviews(i))}{len(h.devices(i))}"
+                             for i, r in zip(run_ids, h.runs_by_id(run_ids)))      # a new review or device run: a new report
     except HistoryError as e:
         st.caption(wrapped("No report: ", e.user_message))
         return

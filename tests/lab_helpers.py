@@ -36,3 +36,14 @@ def build_models(script: str, folder: Path) -> Path:
     subprocess.run([sys.executable, "-c", script.format(d=folder)], check=True, capture_output=True,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     return folder
+
+
+def fake_run(note: str = "", author=None, **kw) -> dict:
+    """A run record as ``history.build_run`` makes one, without a conversion (for history and page tests);
+    ``author`` a ``people.Person`` or None (recorded before sign-in)."""
+    return {"kind": "convert", "origin": "dashboard", "model": {"filename": "m.keras", "sha256": "ab" * 32},
+            "route": "saved_model", "recipe": "none", "verdict": "pass", "cell": "saved_model-none",
+            "samples": {"description": "random", "count": 4, "sha256": None},
+            "versions": {"tensorflow": None}, "host_cpu": "test CPU", "summary": {"max_abs_error": 1e-6},
+            "note": note, "author": author.to_json() if author else None,
+            "reports": [{"cell": "saved_model-none", "metrics": []}], **kw}

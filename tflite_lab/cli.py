@@ -26,7 +26,8 @@ COMMANDS = {
     "matrix": ("every route x optimization cell", matrix.add_arguments, matrix.cmd_matrix),
     "zoo": ("the matrix over many models: one summary row per model", zoo.add_arguments, zoo.cmd_zoo),
     "inspect": ("signature, operators, tensors and deployment findings", inspect.add_arguments, inspect.cmd_inspect),
-    "history": ("runs recorded in the run history (list, show, delete)", history.add_arguments, history.cmd_history),
+    "history": ("runs recorded in the run history (list, show, delete, trash, restore)", history.add_arguments,
+                history.cmd_history),
     "report": ("a self-contained HTML report of one run, or several side by side", report.add_arguments,
                report.cmd_report),
 }

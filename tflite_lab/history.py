@@ -27,8 +27,9 @@ from pathlib import Path
 
 from .config import cache_dir, home_dir
 from .errors import HistoryError, wrapped
+from .people import Actor, Person, check_admin, check_change, check_review
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "history.sqlite"
 ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"    # URL-safe, no look-alikes, never starts with '-'
 ID_LENGTH = 8
@@ -37,7 +38,10 @@ SORTS = {"time": "created_at", "model": "model_name", "verdict": "verdict", "rec
          "size": "tflite_bytes", "max abs error": "max_abs_sort", "latency": "latency_ms"}
 _SUMMARY_COLUMNS = ("id", "created_at", "kind", "origin", "model_name", "model_sha256", "route", "recipe",
                     "verdict", "samples_desc", "samples_sha256", "original_bytes", "tflite_bytes", "latency_ms",
-                    "summary", "note", "reviewer", "parent_run")
+                    "summary", "note", "parent_run", "author_email", "author_name", "author_sub", "deleted_at",
+                    "deleted_by")
+BEFORE_SIGN_IN = "(before sign-in)"     # the author filter's value for runs recorded without one
+REVIEW_STATES = ("awaiting review", "approved", "changes requested", "approved by me")
 
 
 def history_path() -> Path:
@@ -82,6 +86,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN parent_run TEXT",
         "CREATE INDEX runs_parent ON runs(parent_run, created_at)",
     ),
+    # Teams: who made each run (old runs: nobody, "before sign-in"), reviews by signed-in people instead of
+    # a free-text tag (each tag becomes a review by its stated name), and a trash (deleted_at) an admin empties.
+    5: (
+        "ALTER TABLE runs ADD COLUMN author_email TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN author_name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN author_sub TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN deleted_at REAL",
+        "ALTER TABLE runs ADD COLUMN deleted_by TEXT",
+        """CREATE TABLE reviews (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL, verdict TEXT NOT NULL, text TEXT NOT NULL DEFAULT '',
+            author_email TEXT NOT NULL DEFAULT '', author_name TEXT NOT NULL DEFAULT '',
+            author_sub TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX reviews_run ON reviews(run_id, created_at)",
+        "INSERT INTO reviews (run_id, created_at, verdict, text, author_name) SELECT id, created_at, 'comment', "
+        "'(reviewer tag from before sign-in)', reviewer FROM runs WHERE reviewer != ''",
+        "ALTER TABLE runs DROP COLUMN reviewer",
+        "CREATE INDEX runs_author ON runs(author_email, created_at)",
+        "CREATE INDEX runs_deleted ON runs(deleted_at, created_at)",
+    ),
 }
 
 
@@ -96,10 +120,14 @@ class RunFilter:
     recipe: str | None = None
     since: float | None = None        # unix seconds, inclusive
     until: float | None = None        # unix seconds, exclusive
-    search: str | None = None         # substring of the note or reviewer tag (case-insensitive)
+    search: str | None = None         # substring of the note, a review or the author (case-insensitive)
+    author: str | None = None         # an author's email or name, or BEFORE_SIGN_IN
+    review: str | None = None         # one of REVIEW_STATES ("approved by me": by ``me``)
+    me: Person | None = None
+    trash: bool = False               # the trash instead of the history
 
     def where(self) -> tuple[str, list]:
-        sql, args = [], []
+        sql, args = ["deleted_at IS NOT NULL" if self.trash else "deleted_at IS NULL"], []
         for column, value in (("model_name", self.model), ("verdict", self.verdict), ("recipe", self.recipe)):
             if value:
                 sql.append(f"{column} = ?")
@@ -110,11 +138,28 @@ class RunFilter:
         if self.until is not None:
             sql.append("created_at < ?")
             args.append(self.until)
+        if self.author == BEFORE_SIGN_IN:
+            sql.append("author_email = '' AND author_name = '' AND author_sub = ''")
+        elif self.author:
+            sql.append("(lower(author_email) = lower(?) OR (author_email = '' AND author_name = ?))")
+            args += [self.author, self.author]
+        if self.review == "awaiting review":      # nobody approved or asked for changes yet
+            sql.append("NOT EXISTS (SELECT 1 FROM reviews v WHERE v.run_id = runs.id AND v.verdict != 'comment')")
+        elif self.review in ("approved", "changes requested"):
+            sql.append("EXISTS (SELECT 1 FROM reviews v WHERE v.run_id = runs.id AND v.verdict = ?)")
+            args.append(self.review)
+        elif self.review == "approved by me":
+            me = self.me or Person()
+            sql.append("EXISTS (SELECT 1 FROM reviews v WHERE v.run_id = runs.id AND v.verdict = 'approved' AND "
+                       "((? != '' AND v.author_sub = ?) OR (? != '' AND lower(v.author_email) = lower(?))))")
+            args += [me.subject, me.subject, me.email, me.email]
         if self.search:
-            sql.append("(note LIKE ? ESCAPE '\\' OR reviewer LIKE ? ESCAPE '\\')")
+            sql.append("(note LIKE ? ESCAPE '\\' OR author_name LIKE ? ESCAPE '\\' OR author_email LIKE ? ESCAPE '\\'"
+                       " OR EXISTS (SELECT 1 FROM reviews v WHERE v.run_id = runs.id AND"
+                       " (v.text LIKE ? ESCAPE '\\' OR v.author_name LIKE ? ESCAPE '\\')))")
             like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            args += [like, like]
-        return (" WHERE " + " AND ".join(sql)) if sql else "", args
+            args += [like] * 5
+        return " WHERE " + " AND ".join(sql), args
 
 
 class History:
@@ -180,7 +225,7 @@ class History:
             raise self._refuse(f"schema version {v} is newer than this tflite_lab's {SCHEMA_VERSION}")
         if v == 0 and tables:
             raise self._refuse(f"it holds other tables ({', '.join(sorted(tables))}), not a run history")
-        if v > 0 and not {"runs", "run_reports", "artifacts"} | ({"run_data"} if v >= 3 else set()) <= tables:
+        if v > 0 and not {"runs", "run_reports", "artifacts"} | ({"run_data"} if v >= 3 else set()) | ({"reviews"} if v >= 5 else set()) <= tables:
             raise self._refuse(f"schema version {v} but tables are missing ({', '.join(sorted(tables)) or 'none'})")
 
     def _migrate(self, target: int) -> None:
@@ -216,8 +261,10 @@ class History:
     def record(self, run: dict) -> str:
         """Store a run (see ``build_run``); returns its new id."""
         reports = run.get("reports", [])
-        data = {k: v for k, v in run.items() if k not in ("reports", "artifacts", *_SUMMARY_COLUMNS)}
+        data = {k: v for k, v in run.items() if k not in ("reports", "artifacts", "author", "reviews",
+                                                           *_SUMMARY_COLUMNS)}
         summary = run.get("summary") or {}
+        author = Person.from_json(run.get("author")) or Person()
         for _ in range(20):
             run_id = new_run_id()
             try:
@@ -228,13 +275,14 @@ class History:
                 self.db.execute(
                     "INSERT INTO runs (id, created_at, kind, origin, model_name, model_sha256, route, recipe, verdict,"
                     " samples_desc, samples_sha256, original_bytes, tflite_bytes, latency_ms, max_abs_sort, summary,"
-                    " note, reviewer, parent_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " note, parent_run, author_email, author_name, author_sub)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (run_id, run.get("created_at") or time.time(), run["kind"], run.get("origin", "cli"),
                      run["model"]["filename"], run["model"]["sha256"], run.get("route"), run.get("recipe"),
                      run["verdict"], run["samples"].get("description"), run["samples"].get("sha256"),
                      run.get("original_bytes"), run.get("tflite_bytes"), _real(summary.get("latency_ms")),
                      _sort_key(summary.get("max_abs_error")), _dumps(summary), run.get("note", ""),
-                     run.get("reviewer", ""), run.get("parent_run")))
+                     run.get("parent_run"), author.email, author.name, author.subject))
                 self.db.execute("INSERT INTO run_data (run_id, data) VALUES (?, ?)", (run_id, _dumps(data)))
             except sqlite3.IntegrityError:
                 self.db.execute("ROLLBACK")
@@ -255,44 +303,94 @@ class History:
             return run_id
         raise HistoryError("Could not draw an unused run id after 20 tries.")
 
-    def update(self, run_id: str, *, note: str | None = None, reviewer: str | None = None) -> bool:
-        """Edit a run's note and/or reviewer tag; False when there is no such run."""
-        sets, args = [], []
-        if note is not None:
-            sets.append("note = ?")
-            args.append(note)
-        if reviewer is not None:
-            sets.append("reviewer = ?")
-            args.append(reviewer)
-        if not sets:
-            return self.get(run_id, reports=False) is not None
-        try:
-            cur = self.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
-        except sqlite3.DatabaseError as e:
-            raise self._refuse(e) from None
-        return cur.rowcount == 1
-
-    def delete(self, run_id: str, *, store_root: str | Path | None = None) -> list[str] | None:
-        """Delete a run and the store files no other run uses; returns the removed paths (None: no such run).
-
-        Only files inside the store are ever removed.
-        """
-        root = Path(store_root or cache_dir()).resolve()
+    def _write(self):
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as e:
             raise self._refuse(e) from None
+
+    def _author_of(self, run_id: str, *, trash: bool = False) -> Person | None | bool:
+        """The run's author inside a write transaction; False when there is no such run (in the trash: ``trash``)."""
+        row = self.db.execute("SELECT author_email, author_name, author_sub FROM runs WHERE id = ? AND "
+                              f"deleted_at IS {'NOT ' if trash else ''}NULL", (run_id,)).fetchone()
+        return False if row is None else Person.from_json(
+            {"email": row[0], "name": row[1], "subject": row[2]})
+
+    def update(self, run_id: str, *, actor: Actor, note: str | None = None) -> bool:
+        """Edit a run's note; False when there is no such run.
+
+        Raises:
+            PermissionDenied: ``actor`` is neither the run's author nor an admin (logged, nothing written).
+        """
+        self._write()
         try:
-            if not self.db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            author = self._author_of(run_id)
+            if author is False:
                 self.db.execute("ROLLBACK")
-                return None
+                return False
+            check_change(actor, author, f"run {run_id}'s note")
+            if note is not None:
+                self.db.execute("UPDATE runs SET note = ? WHERE id = ?", (note, run_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return True
+
+    def delete(self, run_id: str, *, actor: Actor) -> bool:
+        """Move a run to the trash (its files stay until the trash is emptied); False when there is no such run.
+
+        Raises:
+            PermissionDenied: ``actor`` is neither the run's author nor an admin (logged, nothing written).
+        """
+        self._write()
+        try:
+            author = self._author_of(run_id)
+            if author is False:
+                self.db.execute("ROLLBACK")
+                return False
+            check_change(actor, author, f"run {run_id}")
+            self.db.execute("UPDATE runs SET deleted_at = ?, deleted_by = ? WHERE id = ?",
+                            (time.time(), actor.label, run_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return True
+
+    def restore(self, run_id: str, *, actor: Actor) -> bool:
+        """Bring a run back from the trash (admins only); False when it is not in the trash."""
+        check_admin(actor, f"restore run {run_id} from the trash")
+        try:
+            cur = self.db.execute("UPDATE runs SET deleted_at = NULL, deleted_by = NULL WHERE id = ? AND "
+                                  "deleted_at IS NOT NULL", (run_id,))
+        except sqlite3.DatabaseError as e:
+            raise self._refuse(e) from None
+        return cur.rowcount == 1
+
+    def empty_trash(self, *, actor: Actor, run_ids: list[str] | None = None,
+                    store_root: str | Path | None = None) -> tuple[list[str], list[str]]:
+        """Delete runs in the trash for good (all, or ``run_ids``) with the store files no other run uses.
+
+        Admins only. Only files inside the store are ever removed. Returns (run ids, removed paths).
+        """
+        check_admin(actor, "empty the trash")
+        root = Path(store_root or cache_dir()).resolve()
+        self._write()
+        try:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM runs WHERE deleted_at IS NOT NULL")]
+            if run_ids is not None:
+                ids = [i for i in ids if i in set(run_ids)]
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS purge (id TEXT PRIMARY KEY)")
+            self.db.execute("DELETE FROM purge")
+            self.db.executemany("INSERT INTO purge VALUES (?)", [(i,) for i in ids])
             paths = [r[0] for r in self.db.execute(
-                "SELECT DISTINCT path FROM artifacts a WHERE run_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM artifacts b WHERE b.path = a.path AND b.run_id != ?)", (run_id, run_id))]
-            self.db.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
-            self.db.execute("DELETE FROM run_reports WHERE run_id = ?", (run_id,))
-            self.db.execute("DELETE FROM run_data WHERE run_id = ?", (run_id,))
-            self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                "SELECT DISTINCT path FROM artifacts a WHERE run_id IN (SELECT id FROM purge) AND NOT EXISTS "
+                "(SELECT 1 FROM artifacts b WHERE b.path = a.path AND b.run_id NOT IN (SELECT id FROM purge))")]
+            for table, column in (("artifacts", "run_id"), ("run_reports", "run_id"), ("reviews", "run_id"),
+                                  ("run_data", "run_id"), ("runs", "id")):
+                self.db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM purge)")
+            self.db.execute("DELETE FROM purge")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -306,7 +404,43 @@ class History:
                         removed.append(str(f))
                 except OSError:
                     pass
-        return removed
+        return ids, removed
+
+    def add_review(self, run_id: str, *, actor: Actor, verdict: str, text: str = "") -> int | None:
+        """A signed-in person's review of a run (anyone may review); its id, None when there is no such run."""
+        check_review(actor, verdict)
+        p = actor.person
+        self._write()
+        try:
+            if self._author_of(run_id) is False:
+                self.db.execute("ROLLBACK")
+                return None
+            cur = self.db.execute(
+                "INSERT INTO reviews (run_id, created_at, verdict, text, author_email, author_name, author_sub)"
+                " VALUES (?,?,?,?,?,?,?)", (run_id, time.time(), verdict, text, p.email, p.name, p.subject))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return cur.lastrowid
+
+    def delete_review(self, review_id: int, *, actor: Actor) -> bool:
+        """Delete a review (its author or an admin); False when there is no such review."""
+        self._write()
+        try:
+            row = self.db.execute("SELECT run_id, author_email, author_name, author_sub FROM reviews WHERE id = ?",
+                                  (int(review_id),)).fetchone()
+            if row is None:
+                self.db.execute("ROLLBACK")
+                return False
+            check_change(actor, Person.from_json({"email": row[1], "name": row[2], "subject": row[3]}),
+                         f"a review of run {row[0]}")
+            self.db.execute("DELETE FROM reviews WHERE id = ?", (int(review_id),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return True
 
     # ---- reading ----
 
@@ -330,15 +464,19 @@ class History:
         """Summaries of these runs, in this order (None for an id not in the history)."""
         if not ids:
             return []
-        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM runs WHERE id IN ({','.join('?' * len(ids))})",
-                       list(ids))
+        rows = self._q(f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM runs WHERE deleted_at IS NULL AND "
+                       f"id IN ({','.join('?' * len(ids))})", list(ids))
         by_id = {r["id"]: _summary_row(r) for r in rows}
         return [by_id.get(i) for i in ids]
 
-    def get(self, run_id: str, *, reports: bool = True) -> dict | None:
-        """The whole run: its columns, data, reports (judged cell reports) and artifacts."""
+    def get(self, run_id: str, *, reports: bool = True, trash: bool = False) -> dict | None:
+        """The whole run: its columns, data, reports (judged cell reports), artifacts and reviews.
+
+        A run in the trash is not found, unless ``trash`` (then only runs in the trash are).
+        """
         rows = self._q(f"SELECT {', '.join('r.' + c for c in _SUMMARY_COLUMNS)}, d.data FROM runs r "
-                       "JOIN run_data d ON d.run_id = r.id WHERE r.id = ?", (run_id,))
+                       "JOIN run_data d ON d.run_id = r.id WHERE r.id = ? AND "
+                       f"r.deleted_at IS {'NOT ' if trash else ''}NULL", (run_id,))
         if not rows:
             return None
         run = {**json.loads(rows[0]["data"]), **_summary_row(rows[0])}
@@ -349,19 +487,42 @@ class History:
             run["reports"] = [json.loads(r["report"]) for r in self._q(
                 "SELECT report FROM run_reports WHERE run_id = ? ORDER BY position", (run_id,))]
         run["devices"] = self.devices(run_id)
+        run["reviews"] = self.reviews(run_id)
         return run
+
+    def reviews(self, run_id: str) -> list[dict]:
+        """A run's reviews, oldest first: id, created_at, verdict, text, author."""
+        return [_review_row(r) for r in self._q("SELECT * FROM reviews WHERE run_id = ? ORDER BY created_at, id",
+                                                (run_id,))]
+
+    def reviews_of(self, run_ids: list[str]) -> dict[str, list[dict]]:
+        """The reviews of many runs at once (the History table), oldest first."""
+        out: dict[str, list[dict]] = {i: [] for i in run_ids}
+        if run_ids:
+            for r in self._q(f"SELECT * FROM reviews WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                             "ORDER BY created_at, id", list(run_ids)):
+                out[r["run_id"]].append(_review_row(r))
+        return out
+
+    def authors(self) -> list[str]:
+        """The author filter's values: each author's email (or name when there is none), then BEFORE_SIGN_IN."""
+        rows = self._q("SELECT DISTINCT CASE WHEN author_email != '' THEN lower(author_email) ELSE author_name END "
+                       "FROM runs WHERE deleted_at IS NULL ORDER BY 1")
+        values = [r[0] for r in rows if r[0]]
+        return values + ([BEFORE_SIGN_IN] if any(not r[0] for r in rows) else [])
 
     def devices(self, run_id: str) -> list[dict]:
         """The device runs of this run's cell (oldest first), with each device's figures."""
         rows = self._q(f"SELECT {', '.join('r.' + c for c in _SUMMARY_COLUMNS)}, d.data FROM runs r "
-                       "JOIN run_data d ON d.run_id = r.id WHERE r.parent_run = ? ORDER BY r.created_at", (run_id,))
+                       "JOIN run_data d ON d.run_id = r.id WHERE r.parent_run = ? AND r.deleted_at IS NULL ORDER BY r.created_at", (run_id,))
         return [{**_summary_row(r), "device": (json.loads(r["data"]).get("extra") or {}).get("device")} for r in rows]
 
     def distinct(self, column: str) -> list[str]:
         """Values present for a filter (model_name, recipe, verdict)."""
         if column not in ("model_name", "recipe", "verdict"):
             raise ValueError(column)
-        return [r[0] for r in self._q(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY 1")]
+        return [r[0] for r in self._q(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL AND "
+                                      "deleted_at IS NULL ORDER BY 1")]
 
 
 def _busy(e: sqlite3.OperationalError) -> bool:
@@ -369,9 +530,21 @@ def _busy(e: sqlite3.OperationalError) -> bool:
 
 
 def _summary_row(r: sqlite3.Row) -> dict:
-    d = {k: r[k] for k in _SUMMARY_COLUMNS}
+    d = {k: r[k] for k in _SUMMARY_COLUMNS if not k.startswith("author_")}
     d["summary"] = json.loads(d["summary"])
+    d["author"] = _author(r)
     return d
+
+
+def _author(r: sqlite3.Row) -> dict | None:
+    """The author columns as ``Person.to_json`` (None: recorded before sign-in)."""
+    p = Person.from_json({"email": r["author_email"], "name": r["author_name"], "subject": r["author_sub"]})
+    return p.to_json() if p else None
+
+
+def _review_row(r: sqlite3.Row) -> dict:
+    return {"id": r["id"], "created_at": r["created_at"], "verdict": r["verdict"], "text": r["text"],
+            "author": _author(r)}
 
 
 def _dumps(obj) -> str:
@@ -539,7 +712,8 @@ def _pick_headline(reports: list[dict]) -> dict | None:
 
 def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "cli",
               failed: dict[str, dict] | None = None, extra: dict | None = None, note: str = "",
-              samples_description: str | None = None, parent_run: str | None = None) -> dict:
+              samples_description: str | None = None, parent_run: str | None = None,
+              author: Person | None = None) -> dict:
     """A run record from judged cell reports (``pipeline.judge_report``) and the prepared reference.
 
     Args:
@@ -548,6 +722,7 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
         reports: the judged reports, one per computed cell.
         prepared: the 'prepare' job's result (model, samples, signature).
         failed: matrix cells that were refused or failed: {cell: {"message": ..., "kind": ...}}.
+        author: who made it (the signed-in person, the CLI's --author); None: nobody known.
         extra: kind-specific data, e.g. {"layers": [...]} for a debug run (the report's per-layer table).
     """
     src = prepared["source"]
@@ -596,7 +771,7 @@ def build_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = "
                    _clean({"device": device.get("latency_ms"), "conditions": {"where": device.get("user_agent")}}),
         "summary": _device_summary(device) if device is not None else
                    summarize(head) if head else {"failures": [f["message"] for f in failed.values()]},
-        "parent_run": parent_run,
+        "parent_run": parent_run, "author": author.to_json() if author else None,
         "failed_cells": failed,
         "signature": prepared.get("signature"), "info": prepared.get("info"),
         "versions": versions(), "host_cpu": host_cpu(),
@@ -610,7 +785,7 @@ def record_run(kind: str, reports: list[dict], prepared: dict, *, origin: str = 
                history: History | None = None, **kw) -> str:
     """Build and store a run; returns its id. The one call convert, matrix, debug, device and the pages use.
 
-    ``kw`` as in ``build_run`` (failed, extra, note, samples_description, parent_run).
+    ``kw`` as in ``build_run`` (failed, extra, note, samples_description, parent_run, author).
     """
     run = build_run(kind, reports, prepared, origin=origin, **kw)
     if history is not None:

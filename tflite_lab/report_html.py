@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import charts
+from .people import author_label
 
 MAX_POINTS = 5_000          # values per chart; above it data is subsampled or pre-binned
 MAX_CONFUSION_CLASSES = 70  # a 70 x 70 heatmap is 4,900 cells
@@ -269,6 +270,17 @@ def devices_section(run: dict, head: dict | None) -> str:
                       "max |browser − server LiteRT|", "run"], rows, "devices"))
 
 
+def reviews_section(reviews: list[dict]) -> str:
+    """The run's reviews, oldest first, right under its verdict (names and texts escaped)."""
+    if not reviews:
+        return '<p class="meta reviews">No review yet.</p>'
+    items = "".join(
+        f'<li><b class="review">{_e(r["verdict"])}</b> by {_e(author_label(r.get("author")))} · '
+        f'{_e(time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))}'
+        + (f": {_e(r['text'])}" if r.get("text") else "") + "</li>" for r in reviews)
+    return f'<ul class="reviews">{items}</ul>'
+
+
 def run_section(run: dict, figs: _Figures) -> str:
     """Everything about one run: verdict, metrics, charts, size/latency, matrix, layers, script, provenance."""
     head = _head_report(run)
@@ -276,11 +288,11 @@ def run_section(run: dict, figs: _Figures) -> str:
     title = f"{run['model']['filename']} — {run.get('cell') or run['kind']}"
     out = [f'<section class="run"><h2>{_e(title)} {_verdict(run.get("verdict"))}</h2>',
            f'<p class="meta">run <code>{_e(run.get("id") or "not recorded")}</code> · {_e(run["kind"])} '
-           f'({_e(run.get("origin"))}) · {_e(when)}</p>']
-    if run.get("note") or run.get("reviewer"):
-        out.append(f'<p class="note"><b>Note:</b> {_e(run.get("note"))}'
-                   + (f' <span class="tag">reviewer: {_e(run["reviewer"])}</span>' if run.get("reviewer") else "")
-                   + "</p>")
+           f'({_e(run.get("origin"))}) · by <span class="author">{_e(author_label(run.get("author")))}</span> · '
+           f'{_e(when)}</p>']
+    out.append(reviews_section(run.get("reviews") or []))
+    if run.get("note"):
+        out.append(f'<p class="note"><b>Note:</b> {_e(run.get("note"))}</p>')
     if head is None:
         for cell, f in (run.get("failed_cells") or {}).items():
             out.append(f'<p class="fail">{_e(cell)}: {_e(f["message"])}</p>')
@@ -369,6 +381,8 @@ def side_by_side(runs: list[dict]) -> tuple[list[str], list[tuple[str, list, str
         return None if x is None else float(x)
     return [run_label(r) for r in runs], [
         ("verdict", [VERDICT_TEXT.get(r.get("verdict"), r.get("verdict")) for r in runs], None),
+        ("author", [author_label(r.get("author")) for r in runs], None),
+        ("reviews", [review_summary(r.get("reviews") or []) for r in runs], None),
         ("samples sha256", [((r.get("samples") or {}).get("sha256") or "")[:12] for r in runs], None),
         ("TFLite bytes", values(lambda h: h.get("tflite_bytes")), ",.0f"),
         ("worst max abs error", values(lambda h: num(summarize(h)["max_abs_error"])), ".3e"),
@@ -376,6 +390,11 @@ def side_by_side(runs: list[dict]) -> tuple[list[str], list[tuple[str, list, str
         ("latency median (ms)", values(lambda h: num(summarize(h)["latency_ms"])), ".4g"),
         ("latency threads", values(lambda h: summarize(h)["threads"] or "default"), None),
     ]
+
+
+def review_summary(reviews: list[dict]) -> str:
+    """'approved by Bob; comment by Ana' (oldest first), or 'awaiting review'."""
+    return "; ".join(f"{r['verdict']} by {author_label(r.get('author'))}" for r in reviews) or "awaiting review"
 
 
 def delta(value, base) -> float | None:

@@ -15,6 +15,7 @@ import pytest
 from lab_helpers import ROOT, SAMPLES, run_cli
 
 from tflite_lab.history import SCHEMA_VERSION, History, RunFilter
+from tflite_lab.people import owner
 from tflite_lab.types import sha256_arrays
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,10 @@ def history_json(home, *args):
 
 def test_convert_records_what_a_run_is(home, two_runs):
     (dyn, none), _ = two_runs
+    import getpass
+    listed = history_json(home, "--json", "--author", getpass.getuser())["runs"]      # no --author: the OS user
+    assert {r["id"] for r in listed} == {dyn["run_id"], none["run_id"]}
+    assert listed[0]["author"] == {"email": "", "name": getpass.getuser(), "subject": f"os:{getpass.getuser()}"}
     for public in (dyn, none):
         assert re.fullmatch(r"[a-z2-9]{8}", public["run_id"])
     listed = history_json(home, "--json", "--model", "digits_cnn.keras")
@@ -136,12 +141,21 @@ def test_delete_removes_only_unshared_files(home, two_runs, matrix_run):
               for p in ps}
     mine = {p for ps in run["artifacts"].values() for p in ps}
     assert mine - others and mine & others        # the cli-none files are the matrix's own; the samples are shared
-    p = cli(home, "history", "delete", run["id"])
+    p = cli(home, "history", "delete", run["id"], "--author", "ana@example.org")
     assert p.returncode == 0, p.stderr
-    for path in mine:
-        assert os.path.exists(path) == (path in others), path
+    assert all(os.path.exists(path) for path in mine)           # in the trash: every file kept
     gone = cli(home, "history", "show", run["id"])
     assert gone.returncode == 2 and f"No run '{run['id']}'" in gone.stderr
+    trash = history_json(home, "trash", "--json")["runs"]
+    assert [(r["id"], r["deleted_by"]) for r in trash] == [(run["id"], "ana@example.org")]
+    assert cli(home, "history", "restore", run["id"]).returncode == 0
+    assert history_json(home, "show", run["id"], "--json")["reports"] == run["reports"]
+    assert cli(home, "history", "delete", run["id"]).returncode == 0
+    p = cli(home, "history", "trash", "--empty")
+    assert p.returncode == 0 and "deleted 1 run(s)" in p.stdout, p.stderr
+    for path in mine:
+        assert os.path.exists(path) == (path in others), path
+    assert history_json(home, "trash", "--json")["total"] == 0
 
 
 def test_corrupt_database_refused_and_untouched(home, tmp_path):
@@ -214,10 +228,12 @@ def test_migration_from_v1_keeps_every_row(home, two_runs, tmp_path):
         assert h.db.execute("SELECT COUNT(*) FROM run_data").fetchone()[0] == 30
         for i in range(30):
             got = h.get(f"v1run{i:03d}")
-            assert got["note"] == f"note {i}" and got["reviewer"] == "" and got["latency_ms"] == 1.0 + i
+            assert got["note"] == f"note {i}" and got["reviews"] == [] and got["latency_ms"] == 1.0 + i
+            assert got["author"] is None                   # recorded before sign-in
             assert got["metrics"] == run["metrics"] and got["reports"][0]["metrics"] == run["reports"][0]["metrics"]
             assert got["artifacts"] == {"tflite": [f"/nowhere/{i}.tflite"]}
-        assert h.update("v1run007", reviewer="ana") and h.runs(RunFilter(search="ana"))[0]["id"] == "v1run007"
+        assert h.update("v1run007", actor=owner(), note="seen by ana")
+        assert h.runs(RunFilter(search="ana"))[0]["id"] == "v1run007"
 
 
 WRITER = """

@@ -83,6 +83,8 @@ OPTIONS: dict[str, dict] = {
     "--debug": dict(action="store_true", help="show tracebacks and details"),
     "--no-history": dict(action="store_true", help="do not record this run in the run history"),
     "--note": dict(default="", help="a note kept with the run in the history"),
+    "--author": dict(default=None, help="who made the run, kept in the history (an email, or a name); default "
+                                        "TFLITE_LAB_AUTHOR, else the OS user"),
     "--report": dict(metavar="FILE", help="also write a self-contained HTML report of the run to FILE"),
     # matrix and zoo: the cells to run, and how many at a time
     "--routes": dict(nargs="+", choices=[r.value for r in Route], default=[r.value for r in Route]),
@@ -94,7 +96,7 @@ OPTIONS: dict[str, dict] = {
 COMMON = ("model", "--samples", "--num-samples", "--seed", "--low", "--high", "--length", "--out", "--json",
           "--max-abs-error", "--min-top1", "--min-psnr", "--labels", "--labels-key", "--min-accuracy-delta", "--task",
           "--class-names", "--int8-io", "--threads", "--no-latency", "--time-limit", "--memory-limit", "--debug",
-          "--no-history", "--note", "--report")
+          "--no-history", "--note", "--author", "--report")
 
 
 def _options(p: argparse.ArgumentParser, names, own: dict[str, dict] | None = None) -> None:
@@ -295,7 +297,9 @@ def _record_run(args, history, kind: str, reports: list[dict], prepared: dict, *
     given = getattr(args, "class_names", None)
     if given:                 # the dashboard labels this run's predictions with them
         kw["extra"] = {**(kw.get("extra") or {}), "class_names": given}
-    run = build_run(kind, reports, prepared, origin="cli", note=args.note, **kw)
+    from ..people import cli_person
+    run = build_run(kind, reports, prepared, origin="cli", note=args.note,
+                    author=cli_person(getattr(args, "author", None)), **kw)
     run["id"] = history.record(run) if history is not None else None
     return run
 

@@ -30,7 +30,7 @@ def add_arguments(z: argparse.ArgumentParser) -> None:
     _options(z, ("--num-samples", "--seed", "--out", "--json", "--report", "--max-abs-error", "--min-top1", "--min-psnr",
                  "--min-accuracy-delta", "--threads", "--no-latency", "--time-limit", "--memory-limit", "--workers"), _OWN)
     z.add_argument("--progress", action="store_true", help="progress lines on stderr even when it is not a terminal")
-    _options(z, ("--debug", "--no-history", "--note"), _OWN)
+    _options(z, ("--debug", "--no-history", "--note", "--author"), _OWN)
     _executor_args(z)
 
 

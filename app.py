@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:          # `streamlit run` adds it; AppTest does not
     sys.path.insert(0, str(ROOT))
 
-from pages import jobs, runs, state  # noqa: E402
+from pages import auth, jobs, runs, state  # noqa: E402
 from tflite_lab.errors import TFLiteLabError  # noqa: E402
 
 def _favicon():
@@ -28,6 +28,7 @@ def _favicon():
 
 st.set_page_config(page_title="TFLite Lab", page_icon=_favicon(), layout="wide")
 state.init_state()
+auth.gate()         # a misconfigured [auth], or TFLITE_LAB_REQUIRE_LOGIN=1 and nobody signed in: nothing below
 try:
     jobs.executor()   # starts one worker now, so TensorFlow is imported before the first model arrives
 except TFLiteLabError as e:      # TFLITE_LAB_EXECUTOR=ray with an unreachable RAY_ADDRESS, an unknown name
@@ -50,6 +51,7 @@ if st.session_state.get("_permalink_error"):
 from tflite_lab.runtime import cpu_count  # noqa: E402
 
 with st.sidebar:
+    auth.sidebar()
     st.session_state["_sidebar_summary"] = st.empty()   # pages refresh it when they change the model or results
     state.sidebar_summary()
     st.markdown("#### Settings")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 from .errors import TFLiteLabError
@@ -66,9 +67,13 @@ class Person:
 def cli_person(author: str | None = None) -> Person:
     """The CLI's author: ``--author``, else ``TFLITE_LAB_AUTHOR``, else the OS user.
 
-    An author with an '@' is an email (so the dashboard's owner check matches the signed-in user).
+    ``Name <email>`` (as git writes it) or an email is matched by email to the signed-in user on the
+    dashboard, so a colleague's CLI run is theirs to edit there; a bare name is nobody's but the admins'.
     """
     given = (author or os.environ.get("TFLITE_LAB_AUTHOR") or "").strip()
+    m = re.fullmatch(r"(.*?)\s*<([^<>\s]+@[^<>\s]+)>", given)
+    if m:
+        return Person(email=m.group(2).lower(), name=m.group(1).strip() or m.group(2))
     if given:
         return Person(email=given.lower() if "@" in given else "", name=given)
     try:

@@ -45,6 +45,7 @@ def test_claims_become_a_person_without_tokens_and_admins_by_email_or_group():
 
 def test_cli_author_from_flag_env_or_os_user(monkeypatch):
     assert people.cli_person("Ana@Example.org") == Person("ana@example.org", "Ana@Example.org", "")
+    assert people.cli_person("Ana Lima <Ana@Example.org>") == Person("ana@example.org", "Ana Lima", "")
     monkeypatch.setenv("TFLITE_LAB_AUTHOR", "ci-bot")
     assert people.cli_person() == Person("", "ci-bot", "")
     monkeypatch.delenv("TFLITE_LAB_AUTHOR")

@@ -83,8 +83,8 @@ OPTIONS: dict[str, dict] = {
     "--debug": dict(action="store_true", help="show tracebacks and details"),
     "--no-history": dict(action="store_true", help="do not record this run in the run history"),
     "--note": dict(default="", help="a note kept with the run in the history"),
-    "--author": dict(default=None, help="who made the run, kept in the history (an email, or a name); default "
-                                        "TFLITE_LAB_AUTHOR, else the OS user"),
+    "--author": dict(default=None, help="who made the run, kept in the history ('Name <email>', an email or a "
+                                        "name); default TFLITE_LAB_AUTHOR, else the OS user"),
     "--report": dict(metavar="FILE", help="also write a self-contained HTML report of the run to FILE"),
     # matrix and zoo: the cells to run, and how many at a time
     "--routes": dict(nargs="+", choices=[r.value for r in Route], default=[r.value for r in Route]),

@@ -96,7 +96,13 @@ def sidebar() -> None:
         login_buttons(section, key="sidebar")
         return
     who = actor()
-    st.markdown(f"Signed in as **{p.name or p.email}**" + (f"  \n{p.email}" if p.name and p.email else "")
+    st.markdown(f"Signed in as **{md_text(p.name or p.email)}**"
+                + (f"  \n{md_text(p.email)}" if p.name and p.email else "")
                 + ("  \n:material/shield_person: admin" if who.admin else ""))
     if st.button("Log out", key="sidebar_logout", icon=":material/logout:"):
         st.logout()
+
+
+def md_text(text: str) -> str:
+    """User-given text (a name, an email) inside markdown, shown as typed: its markdown characters escaped."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!<>|~$:" else ch for ch in str(text))

@@ -8,6 +8,7 @@ import datetime as dt
 import streamlit as st
 
 from pages import auth, runs
+from pages.auth import md_text
 from tflite_lab.errors import HistoryError
 from tflite_lab.people import REVIEW_VERDICTS, PermissionDenied, Person, author_label, can_change
 
@@ -17,12 +18,13 @@ ICONS = {"approved": ":material/check_circle:", "changes requested": ":material/
 
 def show(run: dict, key: str) -> None:
     """Author, reviews (oldest first) and, for a signed-in user, the review form."""
-    st.caption(f"By **{author_label(run.get('author'))}**" + (" (recorded before sign-in)" if not run.get("author")
-                                                                else ""))
+    st.caption(f"By **{md_text(author_label(run.get('author')))}**"
+               + (" (recorded before sign-in)" if not run.get("author") else ""))
     for r in run.get("reviews") or []:
         when = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M")
         # Text is shown as text, never markdown: a review is user-given.
-        st.markdown(f"{ICONS.get(r['verdict'], '')} **{r['verdict']}** by {_md(author_label(r.get('author')))} · {when}")
+        st.markdown(f"{ICONS.get(r['verdict'], '')} **{r['verdict']}** by {md_text(author_label(r.get('author')))}"
+                    f" · {when}")
         if r["text"]:
             st.text(r["text"])
     if not run.get("reviews"):
@@ -79,7 +81,3 @@ def write(change) -> bool:
     except HistoryError as e:
         st.error(e.user_message, icon=":material/error:")
     return False
-
-
-def _md(text: str) -> str:
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!<>|~$:" else ch for ch in text)

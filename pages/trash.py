@@ -13,16 +13,17 @@ from tflite_lab.people import author_label
 
 def show(h, who) -> None:
     rows = h.runs(RunFilter(trash=True), limit=1000)
-    with st.expander(f"Trash ({len(rows)} run{'s' if len(rows) != 1 else ''})", icon=":material/delete:"):
+    # Keyed: its label counts the runs, and a message above it comes and goes; it stays open through both.
+    with st.expander(f"Trash ({len(rows)} run{'s' if len(rows) != 1 else ''})", icon=":material/delete:",
+                     key="hist_trash"):
         if not rows:
             st.caption("Deleted runs land here with their files; restore them or empty the trash.")
             return
         frame = pd.DataFrame([{"run": r["id"], "model": r["model_name"], "author": author_label(r["author"]),
                                "deleted": dt.datetime.fromtimestamp(r["deleted_at"]).strftime("%Y-%m-%d %H:%M"),
                                "by": r["deleted_by"]} for r in rows])
-        event = st.dataframe(frame, hide_index=True, key="trash_table", on_select="rerun",
-                             selection_mode="multi-row")
-        picked = [rows[i]["id"] for i in event.selection.rows] if event else []
+        st.dataframe(frame, hide_index=True, key="trash_table")
+        picked = st.pills("Runs to restore", [r["id"] for r in rows], selection_mode="multi", key="trash_pick") or []
         a, b, _ = st.columns([1, 1, 3])
         if a.button("Restore", key="trash_restore", icon=":material/restore_from_trash:", disabled=not picked):
             if reviews.write(lambda hh: [hh.restore(i, actor=who) for i in picked]):

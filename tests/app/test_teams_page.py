@@ -55,7 +55,7 @@ def test_require_login_shows_only_the_sign_in_page(monkeypatch, ana_run):
     signed = app_as(ANA)
     assert_clean(signed)
     assert "Model" in [t.value for t in signed.title]
-    assert any("Signed in as **Ana**" in m.value for m in signed.sidebar.markdown)
+    assert any(m.value.startswith("Signed in as **Ana**") for m in signed.sidebar.markdown)
 
 
 def test_bad_cookie_secret_is_one_clear_line(capsys):
@@ -69,7 +69,7 @@ def test_bad_cookie_secret_is_one_clear_line(capsys):
 def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_run, caplog):
     bob = _show(app_as(BOB), ana_run)
     assert_clean(bob)
-    assert any("By **Ana (ana@example.org)**" in c.value for c in bob.caption)
+    assert any(c.value.startswith("By **Ana \\(ana@example\\.org\\)**") for c in bob.caption)
     assert not [b for b in bob.button if b.key in ("hist_delete", "FormSubmitter:hist_edit-Save note")]
     assert not [t for t in bob.text_area if t.key == f"hist_note_{ana_run}"]
     bob.selectbox(key="hist_review_verdict").set_value("approved")

@@ -162,3 +162,17 @@ def test_migration_from_schema_4_keeps_runs_and_turns_tags_into_reviews(tmp_path
         assert {r["id"] for r in h.runs(RunFilter(search="bob b."))} == {ids[5]}
         assert h.count(RunFilter(author=BEFORE_SIGN_IN)) == 12
         assert h.update(ids[2], actor=people.owner(), note="edited after migration")
+
+
+def test_report_shows_author_and_reviews_escaped(h):
+    from tflite_lab.report_html import render_report
+    evil = Person("eve@example.org", "Eve <script>alert(1)</script>", "sub-eve")
+    a = h.record(fake_run("n", evil, failed_cells={"saved_model-none": {"message": "x", "kind": "ConversionError"}},
+                          reports=[]))
+    h.add_review(a, actor=people.signed_in(BOB), verdict="changes requested", text="<img src=x onerror=alert(2)>")
+    b = h.record(fake_run("other", ANA, reports=[]))
+    html = render_report([h.get(a), h.get(b)])
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "Eve &lt;script&gt;alert(1)&lt;/script&gt; (eve@example.org)" in html
+    assert "changes requested</b> by Bob (bob@example.org)" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "changes requested by Bob (bob@example.org)" in html and "awaiting review" in html   # side by side

@@ -4,6 +4,7 @@ trash; authors and reviews survive a server restart. Its own server, history and
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.request
 
@@ -93,12 +94,17 @@ def history_json(lab, *args):
     return json.loads(p.stdout)
 
 
-def test_teams_sign_in_author_review_permissions_trash_and_restart(browser, lab):
-    # Ana's run, made with the CLI into the history and store the server uses.
+@pytest.fixture(scope="module")
+def ana_run(lab) -> str:
+    """Ana's run, made with the CLI into the history and store the server uses."""
     p = run_cli("convert", ROOT / "sample_models" / "digits_cnn.keras", "--num-samples", 8, "--no-latency",
                 "--optimize", "dynamic", "--json", "--author", "Ana Lima <ana@example.org>", env=lab["env"])
     assert p.returncode == 0, p.stderr
-    run_id = json.loads(p.stdout)["run_id"]
+    return json.loads(p.stdout)["run_id"]
+
+
+def test_teams_sign_in_author_review_permissions_trash_and_restart(browser, lab, ana_run):
+    run_id = ana_run
     tflite = history_json(lab, "show", run_id, "--json")["artifacts"]["tflite"][0]
     assert history_json(lab, "--json")["runs"][0]["author"] == {"email": "ana@example.org", "name": "Ana Lima",
                                                                  "subject": ""}
@@ -167,3 +173,46 @@ def test_teams_sign_in_author_review_permissions_trash_and_restart(browser, lab)
     expect(bob.get_by_text("By Ana Lima (ana@example.org)")).to_be_visible(timeout=LOAD_MS)
     expect(bob.get_by_text("approved by Bob Stone (bob@example.org)")).to_be_visible()
     context.close()
+
+
+def test_forged_clicks_on_controls_bob_does_not_have_change_nothing(browser, lab, ana_run):
+    """Bob's browser adds clicks to its own rerun message (the websocket, rewritten on the way out): on Add
+    review, which he has (so the forgery reaches the server), and on Delete, Yes, delete and Save note,
+    which he has not. Only the review is written; the run stays with its note."""
+    from streamlit.elements.lib.utils import _compute_element_id      # the id Streamlit gives a keyed widget
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    forged: list[tuple[str, str]] = []
+
+    def route(ws):
+        server = ws.connect_to_server()
+
+        def to_server(message):
+            if forged and isinstance(message, bytes):
+                msg = BackMsg()
+                msg.ParseFromString(message)
+                if msg.WhichOneof("type") == "rerun_script":
+                    state = msg.rerun_script
+                    for kind, key in forged:
+                        w = state.widget_states.widgets.add()
+                        w.id = _compute_element_id(kind, key, active_script_hash=state.page_script_hash)
+                        w.trigger_value = True
+                    forged.clear()
+                    message = msg.SerializeToString()
+            server.send(message)
+        ws.on_message(to_server)
+        server.on_message(lambda m: ws.send(m))
+
+    before = history_json(lab, "show", ana_run, "--json")
+    context, bob = signed_in(browser, lab, "bob")
+    bob.route_web_socket(re.compile(r".*/_stcore/stream$"), route)
+    bob.goto(f"{lab['url']}/?runs={ana_run}")
+    expect(bob.get_by_text("By Ana Lima (ana@example.org)")).to_be_visible(timeout=LOAD_MS)
+    forged += [("form_submit_button", "FormSubmitter:hist_review-Add review"), ("button", "hist_delete"),
+               ("button", "hist_delete_yes"), ("form_submit_button", "FormSubmitter:hist_edit-Save note")]
+    bob.get_by_text("Descending").click()             # any rerun carries the forged clicks
+    expect(bob.get_by_text("approved by Bob Stone (bob@example.org)")).to_have_count(len(before["reviews"]) + 1,
+                                                                                      timeout=LOAD_MS)
+    context.close()
+    after = history_json(lab, "show", ana_run, "--json")
+    assert len(after["reviews"]) == len(before["reviews"]) + 1          # the forgery did reach the server
+    assert after["note"] == before["note"] and history_json(lab, "trash", "--json")["total"] == 0

@@ -96,6 +96,8 @@ def test_html_report_single_and_side_by_side(home, two_runs, tmp_path):
     assert head.endswith(__import__("plotly.offline").offline.get_plotlyjs()) and "<script src" not in rest
     assert "http://" not in rest and "https://" not in rest
     assert "Per-output metrics against tolerances" in html and "baseline &lt;b&gt;f32&lt;/b&gt;" in html
+    import getpass
+    assert f'by <span class="author">{getpass.getuser()}</span>' in html and "No review yet." in html
     assert html.count("Plotly.newPlot") >= 4 and version("tensorflow") in html
     assert hashlib.sha256(MODEL.read_bytes()).hexdigest() in html
     assert written.stat().st_size < 6e6

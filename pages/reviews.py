@@ -20,16 +20,22 @@ def show(run: dict, key: str) -> None:
     """Author, reviews (oldest first) and, for a signed-in user, the review form."""
     st.caption(f"By **{md_text(author_label(run.get('author')))}**"
                + (" (recorded before sign-in)" if not run.get("author") else ""))
+    who = auth.actor()
     for r in run.get("reviews") or []:
         when = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M")
+        line, remove = st.columns([12, 1], vertical_alignment="center")
         # Text is shown as text, never markdown: a review is user-given.
-        st.markdown(f"{ICONS.get(r['verdict'], '')} **{r['verdict']}** by {md_text(author_label(r.get('author')))}"
-                    f" · {when}")
+        line.markdown(f"{ICONS.get(r['verdict'], '')} **{r['verdict']}** by {md_text(author_label(r.get('author')))}"
+                      f" · {when}")
         if r["text"]:
-            st.text(r["text"])
+            line.text(r["text"])
+        if can_change(who, Person.from_json(r.get("author"))) and remove.button(
+                "", key=f"{key}_review_del_{r['id']}", icon=":material/delete:", type="tertiary",
+                help="Delete this review"):
+            if write(lambda h: h.delete_review(r["id"], actor=who)):
+                st.rerun()
     if not run.get("reviews"):
         st.caption("No review yet.")
-    who = auth.actor()
     if who.person is None or auth.auth_section() is None:
         return
     with st.form(f"{key}_review", clear_on_submit=True):

@@ -80,6 +80,10 @@ def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_
         (review,) = h.reviews(ana_run)
         assert review["author"] == {"email": "bob@example.org", "name": "Bob", "subject": "sub-bob"}
         assert h.count(RunFilter(review="approved by me", me=Person("bob@example.org", "Bob", "sub-bob"))) >= 1
+    # His own review he may delete; Ana sees it but has no delete for it.
+    ana = _show(app_as(ANA), ana_run)
+    assert not [b for b in ana.button if b.key == f"hist_review_del_{review['id']}"]
+    bob.button(key=f"hist_review_del_{review['id']}")           # there for Bob
     # A crafted rerun: the confirmation put in the session as if Bob had pressed a Delete he never saw.
     caplog.set_level(logging.WARNING, "tflite_lab.people")
     bob.session_state["hist_confirm"] = bob.session_state["hist_deleting"] = [ana_run]
@@ -90,6 +94,9 @@ def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_
     with History() as h:
         assert h.get(ana_run)["note"] == "ana's note"
     admin = _show(app_as(ROOT), ana_run)
+    admin.button(key=f"hist_review_del_{review['id']}").click().run()         # an admin may delete any review
+    with History() as h:
+        assert h.reviews(ana_run) == []
     assert admin.text_area(key=f"hist_note_{ana_run}").value == "ana's note"
     admin.button(key="hist_delete").click().run()
     admin.button(key="hist_delete_yes").click().run()

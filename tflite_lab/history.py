@@ -9,6 +9,10 @@ someone else's tables, a newer schema) is refused with its path and never touche
 A run is one row in ``runs`` (the columns the History page filters and sorts on, plus a JSON
 ``data`` blob), its judged cell reports in ``run_reports`` (one for convert, every cell for a
 matrix) and its store files in ``artifacts`` (so deleting a run removes only files no other run uses).
+Each run has an author (``people.Person``: email, name, subject; none for runs from before sign-in) and
+any number of ``reviews``. Deleting moves a run to the trash (``deleted_at``); its files go only when
+an admin empties the trash. Every change takes an ``people.Actor`` and checks ``people.check_change`` /
+``check_admin`` inside its write transaction, so the rule holds whatever a page showed.
 Nothing here imports TensorFlow: versions are read from package metadata.
 """
 from __future__ import annotations

@@ -189,7 +189,7 @@ def report_download(run_ids: list[str], key: str) -> None:
     try:
         with history() as h:
             stamp = "|".join(f"{(r or {}).get('note')}{len(h.reviews(i))}{len(h.devices(i))}"
-                             for i, r in zip(run_ids, h.runs_by_id(run_ids)))      # a new review or device run: a new report
+                             for i, r in zip(run_ids, h.runs_by_id(run_ids)))      # a new review or device run: new report
     except HistoryError as e:
         st.caption(wrapped("No report: ", e.user_message))
         return

@@ -229,7 +229,9 @@ class History:
             raise self._refuse(f"schema version {v} is newer than this tflite_lab's {SCHEMA_VERSION}")
         if v == 0 and tables:
             raise self._refuse(f"it holds other tables ({', '.join(sorted(tables))}), not a run history")
-        if v > 0 and not {"runs", "run_reports", "artifacts"} | ({"run_data"} if v >= 3 else set()) | ({"reviews"} if v >= 5 else set()) <= tables:
+        needed = {"runs", "run_reports", "artifacts"} | ({"run_data"} if v >= 3 else set())
+        needed |= {"reviews"} if v >= 5 else set()
+        if v > 0 and not needed <= tables:
             raise self._refuse(f"schema version {v} but tables are missing ({', '.join(sorted(tables)) or 'none'})")
 
     def _migrate(self, target: int) -> None:
@@ -518,7 +520,8 @@ class History:
     def devices(self, run_id: str) -> list[dict]:
         """The device runs of this run's cell (oldest first), with each device's figures."""
         rows = self._q(f"SELECT {', '.join('r.' + c for c in _SUMMARY_COLUMNS)}, d.data FROM runs r "
-                       "JOIN run_data d ON d.run_id = r.id WHERE r.parent_run = ? AND r.deleted_at IS NULL ORDER BY r.created_at", (run_id,))
+                       "JOIN run_data d ON d.run_id = r.id WHERE r.parent_run = ? AND r.deleted_at IS NULL "
+                       "ORDER BY r.created_at", (run_id,))
         return [{**_summary_row(r), "device": (json.loads(r["data"]).get("extra") or {}).get("device")} for r in rows]
 
     def distinct(self, column: str) -> list[str]:

@@ -118,7 +118,8 @@ def cmd_history(args) -> int:
             cell = f"{r['route'] or ''}-{r['recipe'] or ''}" if r["route"] or r["recipe"] else "-"
             print(f"{r['id']:<10}{_when(r['created_at']):<18}{r['kind']:<9}{r['model_name'][:23]:<24}{cell[:25]:<26}"
                   f"{r['verdict'][:7]:<8}{_fmt(r['tflite_bytes'], ',') if r['tflite_bytes'] else '-':>10}"
-                  f"{_fmt(_num(r['summary'].get('max_abs_error'))):>11}  {_person(r['author'])[:20]:<20}  {r['note'][:40]}")
+                  f"{_fmt(_num(r['summary'].get('max_abs_error'))):>11}  {_person(r['author'])[:20]:<20}"
+                  f"  {r['note'][:40]}")
         print(f"{len(rows)} of {h.count(flt)} runs ({h.path})")
     return EXIT_OK
 

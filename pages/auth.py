@@ -40,9 +40,9 @@ def actor() -> people.Actor:
     return people.signed_in(person())
 
 
-def author() -> people.Person | None:
-    """Who a run made in this session is recorded as (None: an anonymous visitor)."""
-    return actor().person
+def author() -> people.Person:
+    """Who a run made in this session is recorded as (``people.ANONYMOUS`` when nobody signed in)."""
+    return actor().person or people.ANONYMOUS
 
 
 _WARNED: set[str] = set()

@@ -64,6 +64,11 @@ class Person:
                       groups=tuple(groups))
 
 
+# Who a run made by a visitor who did not sign in is recorded as: nobody's to change but the admins'
+# (no email, no subject), and not mistaken for a run from before sign-in.
+ANONYMOUS = Person(name="anonymous visitor")
+
+
 def cli_person(author: str | None = None) -> Person:
     """The CLI's author: ``--author``, else ``TFLITE_LAB_AUTHOR``, else the OS user.
 

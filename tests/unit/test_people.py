@@ -70,6 +70,10 @@ def test_only_author_or_admin_changes_a_run_and_refusals_are_logged(h, caplog):
     assert h.update(run, actor=Actor(Person("ana@example.org", "Ana", "")), note="from cli")
     assert h.update(run, actor=admin, note="admin") and h.get(run)["note"] == "admin"
     assert h.update("nosuchid", actor=admin, note="x") is False
+    anon = h.record(fake_run("anonymous", people.ANONYMOUS))  # nobody's: no email, no subject
+    assert h.get(anon)["author"]["name"] == "anonymous visitor"
+    with pytest.raises(PermissionDenied):
+        h.update(anon, actor=people.signed_in(Person("", "anonymous visitor", "")), note="x")
     old = h.record(fake_run("before sign-in"))                # no author: only admins may change it
     with pytest.raises(PermissionDenied, match="Only an admin"):
         h.update(old, actor=ana, note="x")

@@ -4,7 +4,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from pages import auth, reviews, runs, state, tables
+from pages import auth, reviews, runs, state, tables, trash
 from tflite_lab import charts, report_html
 from tflite_lab.errors import HistoryError
 from tflite_lab.history import REVIEW_STATES, SORTS, RunFilter
@@ -148,7 +148,7 @@ if mine or (picked and ss.get("hist_confirm") == picked):
     if ss.get("hist_confirm") != picked:
         if st.button(f"Delete {len(picked)} run{'s' if len(picked) > 1 else ''}…", key="hist_delete",
                      icon=":material/delete:"):
-            ss["hist_confirm"] = ss["hist_deleting"] = picked
+            ss["hist_confirm"] = picked
             st.rerun()
     else:
         st.warning(f"Delete {', '.join(picked)}? They go to the trash; an admin can restore them.",
@@ -156,9 +156,9 @@ if mine or (picked and ss.get("hist_confirm") == picked):
         y, n, _ = st.columns([1, 1, 4])
         if y.button("Yes, delete", type="primary", key="hist_delete_yes"):
             ss["hist_confirm"] = None
-            if reviews.write(lambda hh: [hh.delete(i, actor=who) for i in ss["hist_deleting"]]):
+            if reviews.write(lambda hh: [hh.delete(i, actor=who) for i in picked]):
                 ss["history_compare"] = None
-                ss["hist_deleted"] = f"Moved {len(ss['hist_deleting'])} run(s) to the trash."
+                ss["hist_deleted"] = f"Moved {len(picked)} run(s) to the trash."
                 st.rerun()
         if n.button("Cancel", key="hist_delete_no"):
             ss["hist_confirm"] = None
@@ -166,6 +166,5 @@ if mine or (picked and ss.get("hist_confirm") == picked):
 if ss.get("hist_deleted"):
     st.success(ss.pop("hist_deleted"), icon=":material/delete:")
 if who.admin:
-    from pages import trash
     trash.show(h, who)
 h.close()

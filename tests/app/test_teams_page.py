@@ -86,7 +86,7 @@ def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_
     bob.button(key=f"hist_review_del_{review['id']}")           # there for Bob
     # A crafted rerun: the confirmation put in the session as if Bob had pressed a Delete he never saw.
     caplog.set_level(logging.WARNING, "tflite_lab.people")
-    bob.session_state["hist_confirm"] = bob.session_state["hist_deleting"] = [ana_run]
+    bob.session_state["hist_confirm"] = [ana_run]
     bob.run()
     bob.button(key="hist_delete_yes").click().run()
     assert any("Only Ana or an admin can change run" in e.value for e in bob.error)

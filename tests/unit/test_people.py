@@ -180,3 +180,24 @@ def test_report_shows_author_and_reviews_escaped(h):
     assert "Eve &lt;script&gt;alert(1)&lt;/script&gt; (eve@example.org)" in html
     assert "changes requested</b> by Bob (bob@example.org)" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
     assert "changes requested by Bob (bob@example.org)" in html and "awaiting review" in html   # side by side
+
+
+def test_auth_config_problems_are_one_line_each(monkeypatch):
+    good = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "c",
+            "client_secret": "s", "server_metadata_url": "https://idp/.well-known/openid-configuration"}
+    assert people.auth_config_problem(good) is None
+    assert "cookie_secret is missing" in people.auth_config_problem({**good, "cookie_secret": ""})
+    assert "must be this app's address ending in /oauth2callback" in people.auth_config_problem(
+        {**good, "redirect_uri": "http://localhost:8501/"})
+    assert "[auth] in .streamlit/secrets.toml lacks client_secret" in people.auth_config_problem(
+        {k: v for k, v in good.items() if k != "client_secret"})
+    providers = {"redirect_uri": good["redirect_uri"], "cookie_secret": good["cookie_secret"],
+                 "google": {"client_id": "c", "client_secret": "s", "server_metadata_url": "u"},
+                 "keycloak": {"client_id": "c", "client_secret": "s"}}
+    assert "[auth.keycloak] in .streamlit/secrets.toml lacks server_metadata_url" in people.auth_config_problem(providers)
+    for bad in ({**good, "cookie_secret": ""}, {**good, "redirect_uri": ""}):
+        assert "\n" not in people.auth_config_problem(bad)
+    monkeypatch.setenv("TFLITE_LAB_REQUIRE_LOGIN", "1")
+    assert people.login_required()
+    monkeypatch.setenv("TFLITE_LAB_REQUIRE_LOGIN", "0")
+    assert not people.login_required()

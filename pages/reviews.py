@@ -23,17 +23,20 @@ def show(run: dict, key: str) -> None:
     who = auth.actor()
     for r in run.get("reviews") or []:
         when = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M")
-        line, remove = st.columns([12, 1], vertical_alignment="center")
+        line, edit, remove = st.columns([12, 1, 1], vertical_alignment="center")
         # Text is shown as text, never markdown: a review is user-given.
         line.markdown(f"{ICONS.get(r['verdict'], '')} **{r['verdict']}** by {md_text(author_label(r.get('author')))}"
                       f" · {when}")
         if r["text"]:
             line.text(r["text"])
-        if can_change(who, Person.from_json(r.get("author"))) and remove.button(
-                "", key=f"{key}_review_del_{r['id']}", icon=":material/delete:", type="tertiary",
-                help="Delete this review"):
-            if write(lambda h: h.delete_review(r["id"], actor=who)):
+        if not can_change(who, Person.from_json(r.get("author"))):
+            continue
+        if remove.button("", key=f"{key}_review_del_{r['id']}", icon=":material/delete:", type="tertiary",
+                         help="Delete this review"):
+            if write(lambda h, rid=r["id"]: h.delete_review(rid, actor=who)):
                 st.rerun()
+        if who.person is not None and auth.auth_section() is not None:
+            _edit_form(edit, r, who, key)
     if not run.get("reviews"):
         st.caption("No review yet.")
     if who.person is None or auth.auth_section() is None:
@@ -45,6 +48,17 @@ def show(run: dict, key: str) -> None:
         if st.form_submit_button("Add review", icon=":material/rate_review:"):
             if write(lambda h: h.add_review(run["id"], actor=who, verdict=verdict, text=text)):
                 st.rerun()
+
+
+def _edit_form(where, r: dict, who, key: str) -> None:
+    with where.popover("", icon=":material/edit:", key=f"{key}_review_edit_{r['id']}", help="Edit this review"):
+        with st.form(f"{key}_review_edit_form_{r['id']}"):
+            at = REVIEW_VERDICTS.index(r["verdict"]) if r["verdict"] in REVIEW_VERDICTS else 0
+            verdict = st.selectbox("Review", REVIEW_VERDICTS, index=at, key=f"{key}_review_edit_verdict_{r['id']}")
+            text = st.text_area("Comment", value=r["text"], key=f"{key}_review_edit_text_{r['id']}")
+            if st.form_submit_button("Save review", icon=":material/save:"):
+                if write(lambda h: h.update_review(r["id"], actor=who, verdict=verdict, text=text)):
+                    st.rerun()
 
 
 def show_recorded(run_id: str | None, key: str) -> None:

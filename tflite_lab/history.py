@@ -430,8 +430,17 @@ class History:
             raise
         return cur.lastrowid
 
+    def update_review(self, review_id: int, *, actor: Actor, verdict: str, text: str) -> bool:
+        """Change a review's verdict and text (its author or an admin); False when there is no such review."""
+        check_review(actor, verdict)
+        return self._change_review(review_id, actor, "UPDATE reviews SET verdict = ?, text = ? WHERE id = ?",
+                                   (verdict, text, int(review_id)))
+
     def delete_review(self, review_id: int, *, actor: Actor) -> bool:
         """Delete a review (its author or an admin); False when there is no such review."""
+        return self._change_review(review_id, actor, "DELETE FROM reviews WHERE id = ?", (int(review_id),))
+
+    def _change_review(self, review_id: int, actor: Actor, sql: str, args: tuple) -> bool:
         self._write()
         try:
             row = self.db.execute("SELECT run_id, author_email, author_name, author_sub FROM reviews WHERE id = ?",
@@ -441,7 +450,7 @@ class History:
                 return False
             check_change(actor, Person.from_json({"email": row[1], "name": row[2], "subject": row[3]}),
                          f"a review of run {row[0]}")
-            self.db.execute("DELETE FROM reviews WHERE id = ?", (int(review_id),))
+            self.db.execute(sql, args)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")

@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from tflite_lab.history import History, RunFilter
 from tflite_lab.people import Person
 
-AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c" * 40,
-        "client_id": "lab", "client_secret": "s", "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration"}
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c" * 40, "client_id": "lab",
+        "client_secret": "s", "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration"}
 ANA = {"is_logged_in": True, "email": "ana@example.org", "name": "Ana", "sub": "sub-ana"}
 BOB = {"is_logged_in": True, "email": "bob@example.org", "name": "Bob", "sub": "sub-bob"}
 ROOT = {"is_logged_in": True, "email": "root@example.org", "name": "Root", "sub": "sub-root"}
@@ -83,7 +83,15 @@ def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_
     # His own review he may delete; Ana sees it but has no delete for it.
     ana = _show(app_as(ANA), ana_run)
     assert not [b for b in ana.button if b.key == f"hist_review_del_{review['id']}"]
-    bob.button(key=f"hist_review_del_{review['id']}")           # there for Bob
+    bob.button(key=f"hist_review_del_{review['id']}")           # there for Bob, and he may edit it
+    bob.selectbox(key=f"hist_review_edit_verdict_{review['id']}").set_value("changes requested")
+    bob.text_area(key=f"hist_review_edit_text_{review['id']}").set_value("on second thought: int8")
+    bob.button(key=f"FormSubmitter:hist_review_edit_form_{review['id']}-Save review").click().run()
+    assert_clean(bob)
+    with History() as h:
+        assert [(r["verdict"], r["text"]) for r in h.reviews(ana_run)] == [
+            ("changes requested", "on second thought: int8")]
+    assert not [s for s in ana.selectbox if s.key == f"hist_review_edit_verdict_{review['id']}"]
     # A crafted rerun: the confirmation put in the session as if Bob had pressed a Delete he never saw.
     caplog.set_level(logging.WARNING, "tflite_lab.people")
     bob.session_state["hist_confirm"] = [ana_run]

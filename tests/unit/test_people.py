@@ -101,6 +101,11 @@ def test_reviews_in_order_filters_and_their_own_permissions(h):
     assert ids(RunFilter(search="looks ODD")) == {b} and ids(RunFilter(search="Bob")) == {a, b}    # his run, his reviews
     assert h.authors() == ["ana@example.org", "bob@example.org", BEFORE_SIGN_IN]
     with pytest.raises(PermissionDenied):
+        h.update_review(first, actor=ana, verdict="approved", text="forged")
+    assert h.update_review(first, actor=bob, verdict="comment", text="int8 <b>please</b> (edited)")
+    assert h.reviews(a)[0]["verdict"] == "comment" and h.reviews(a)[0]["text"].endswith("(edited)")
+    assert h.update_review(first, actor=admin, verdict="changes requested", text="int8 <b>please</b>")
+    with pytest.raises(PermissionDenied):
         h.delete_review(first, actor=ana)
     assert h.delete_review(first, actor=bob) and len(h.reviews(a)) == 1
     assert not h.delete_review(first, actor=admin)

@@ -206,3 +206,23 @@ def test_auth_config_problems_are_one_line_each(monkeypatch):
     assert people.login_required()
     monkeypatch.setenv("TFLITE_LAB_REQUIRE_LOGIN", "0")
     assert not people.login_required()
+
+
+def test_start_up_check_reads_secrets_files(tmp_path, monkeypatch, capsys):
+    from tflite_lab import auth_check
+    monkeypatch.delenv("TFLITE_LAB_REQUIRE_LOGIN", raising=False)
+    assert auth_check.main([str(tmp_path / "none.toml")]) == 0            # no file, no [auth]: sign-in off
+    monkeypatch.setenv("TFLITE_LAB_REQUIRE_LOGIN", "1")
+    assert auth_check.main([str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err.startswith("error: TFLITE_LAB_REQUIRE_LOGIN=1 but no secrets.toml")
+    base, local = tmp_path / "home.toml", tmp_path / "local.toml"
+    base.write_text('[auth]\nredirect_uri = "http://h/oauth2callback"\nclient_id = "c"\nclient_secret = "s"\n'
+                    'server_metadata_url = "u"\n')
+    assert auth_check.main([str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "cookie_secret is missing" in err and len(err.strip().splitlines()) == 1
+    local.write_text(base.read_text() + f'cookie_secret = "{"z" * 40}"\n')
+    assert auth_check.main([str(base), str(local)]) == 0
+    assert auth_check.main([str(local), str(base)]) == 2                 # the later [auth] replaces the earlier whole
+    local.write_text("[auth\n")
+    assert auth_check.main([str(base), str(local)]) == 2 and "cannot be read as TOML" in capsys.readouterr().err

@@ -14,15 +14,19 @@ from tflite_lab import people
 
 
 def auth_section() -> dict | None:
-    """``[auth]`` of the secrets, None when sign-in is not configured."""
+    """``[auth]`` of the secrets, None when sign-in is not configured (or the secrets cannot be read:
+    ``gate`` stops every page then)."""
+    return _read_secrets()[0]
+
+
+def _read_secrets() -> tuple[dict | None, str | None]:
+    """([auth] or None, why the secrets cannot be read or None)."""
     try:
-        return dict(st.secrets["auth"]) if "auth" in st.secrets else None
-    except (FileNotFoundError, KeyError):
-        return None
-    except Exception as e:                # an unreadable secrets.toml: Streamlit's own error type
-        if type(e).__name__.startswith("StreamlitSecret"):
-            return None
-        raise
+        return (dict(st.secrets["auth"]) if "auth" in st.secrets else None), None
+    except FileNotFoundError as e:      # Streamlit's StreamlitSecretNotFoundError: no file, or one it cannot parse
+        if str(e).startswith("No secrets found"):
+            return None, None
+        return None, " ".join(str(e).split())
 
 
 def person() -> people.Person | None:
@@ -51,10 +55,8 @@ _WARNED: set[str] = set()
 def gate() -> None:
     """Stop the script with one line when sign-in is misconfigured, and show only the sign-in page to an
     anonymous visitor when TFLITE_LAB_REQUIRE_LOGIN=1 (every page and ``?run=`` link goes through here)."""
-    section = auth_section()
-    problem = people.auth_config_problem(section) if section is not None else (
-        "TFLITE_LAB_REQUIRE_LOGIN=1 but .streamlit/secrets.toml has no [auth] section: configure sign-in "
-        "(see the README's Sign-in section) or unset it." if people.login_required() else None)
+    section, unreadable = _read_secrets()
+    problem = _problem(section, unreadable)
     if problem:
         if problem not in _WARNED:          # once per server process, on its log: one line, no traceback
             _WARNED.add(problem)
@@ -62,6 +64,17 @@ def gate() -> None:
         _only(lambda: st.error(problem, icon=":material/lock:"), "Sign-in misconfigured")
     if section is not None and people.login_required() and not st.user.is_logged_in:
         _only(lambda: _sign_in_page(section), "Sign in")
+
+
+def _problem(section: dict | None, unreadable: str | None) -> str | None:
+    if unreadable:      # it may hold an [auth]: fail closed rather than serve without sign-in
+        return f"The secrets cannot be read ({unreadable}); fix the file."
+    if section is not None:
+        return people.auth_config_problem(section)
+    if people.login_required():
+        return ("TFLITE_LAB_REQUIRE_LOGIN=1 but .streamlit/secrets.toml has no [auth] section: configure sign-in "
+                "(see the README's Sign-in section) or unset it.")
+    return None
 
 
 def _only(page, title: str) -> None:

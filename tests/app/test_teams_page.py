@@ -111,3 +111,17 @@ def test_colleague_reviews_but_cannot_change_and_a_forged_delete_is_refused(ana_
     assert_clean(admin)
     with History() as h:
         assert h.get(ana_run) is None and h.get(ana_run, trash=True)["deleted_by"] == "Root"
+
+
+def test_unreadable_secrets_file_stops_every_page(tmp_path, monkeypatch):
+    from streamlit import config
+    bad = tmp_path / "secrets.toml"
+    bad.write_text('[auth\ncookie_secret = "x"\n')
+    before = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(bad)])
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=120).run()
+        assert at.error and at.error[0].value.startswith("The secrets cannot be read (Error parsing secrets file")
+        assert not at.exception and "Model" not in [t.value for t in at.title]
+    finally:
+        config.set_option("secrets.files", before)

@@ -26,7 +26,7 @@ finally:
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))      # TFLITE_LAB_CACHE: this test's own store (fixture below)
     p = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
                        env=env, timeout=600)
     return p, "TF_IMPORTED=True" in p.stderr
@@ -35,6 +35,13 @@ def _cli(*args):
 def _workers_started() -> int:
     logs = os.path.join(os.environ["TFLITE_LAB_CACHE"], "logs")
     return len(os.listdir(logs)) if os.path.isdir(logs) else 0
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path, monkeypatch):
+    """A store of this test's own: the session's store may already hold this cell from another file's test."""
+    monkeypatch.setenv("TFLITE_LAB_CACHE", str(tmp_path / "store"))
+    monkeypatch.setenv("TFLITE_LAB_HOME", str(tmp_path / "home"))
 
 
 def test_the_same_convert_again_comes_from_the_store_without_a_worker_and_is_judged_anew():

@@ -78,9 +78,13 @@ def _problem(section: dict | None, unreadable: str | None) -> str | None:
 
 
 def _only(page, title: str) -> None:
-    """Run just this page and stop: a navigation of one page, so no other page (nor the pages/ folder,
-    which Streamlit lists when no navigation runs) is reachable, whatever the URL."""
-    st.navigation([st.Page(page, title=title, url_path="signin", default=True)], position="hidden").run()
+    """Run just this page and stop, whatever the URL: every page's path (a bookmarked /history, a
+    permalink) shows this one, so nothing else (nor the pages/ folder, which Streamlit lists when no
+    navigation runs) is reachable and no "Page not found" greets a visitor who has not signed in."""
+    from pages.state import PAGES
+    paths = ["signin", *PAGES]
+    st.navigation([st.Page(page, title=title, url_path=path, default=i == 0) for i, path in enumerate(paths)],
+                  position="hidden").run()
     st.stop()
 
 

@@ -58,3 +58,27 @@ def stop_server(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def settle(page, timeout_ms: float = 120_000) -> None:
+    """Wait until the script run started by the last action has finished (Streamlit's running icon gone)."""
+    from playwright.sync_api import expect
+    page.wait_for_timeout(400)          # the icon shows only once a run has lasted a moment
+    running = page.get_by_test_id("stStatusWidgetRunningIcon").or_(page.get_by_test_id("stStatusWidgetRunningManIcon"))
+    expect(running).to_have_count(0, timeout=timeout_ms)
+
+
+def click_until(page, target, effect, tries: int = 3, timeout_ms: float = 120_000) -> None:
+    """Click ``target`` and wait for ``effect`` to be visible. A click that lands while the page is still
+    re-rendering (a component's value arriving after the app's own run) can be lost on a busy machine,
+    so the run is let finish first, and the click is repeated only when, after it, the effect is absent."""
+    for attempt in range(tries):
+        settle(page, timeout_ms)
+        target.click()
+        settle(page, timeout_ms)
+        try:
+            effect.first.wait_for(state="visible", timeout=10_000 if attempt < tries - 1 else timeout_ms)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise

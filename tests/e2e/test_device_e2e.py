@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 import pytest
-from e2e_helpers import ARTIFACTS, ROOT
+from e2e_helpers import ARTIFACTS, ROOT, click_until
 from playwright.sync_api import expect
 
 from lab_helpers import run_cli
@@ -94,8 +94,9 @@ def test_try_it_puts_a_dropped_image_through_all_three_with_the_runs_class_names
     try:
         page.goto(f"{server.rstrip('/')}/?run={run_id}&device=1")
         expect(page.get_by_text("Verdict on this device")).to_be_visible(timeout=LOAD_MS)
-        page.get_by_role("radio", name="An image file").click()
-        page.locator("section[data-testid='stFileUploaderDropzone'] input[type=file]").set_input_files(str(img))
+        dropzone = page.locator("section[data-testid='stFileUploaderDropzone']")
+        click_until(page, page.get_by_role("radio", name="An image file"), dropzone, timeout_ms=LOAD_MS)
+        dropzone.locator("input[type=file]").set_input_files(str(img))
         expect(page.get_by_text("three.png")).to_be_visible(timeout=LOAD_MS)
         page.get_by_role("button", name="Try it").click()
         expect(page.get_by_text("Input: three.png resized to 8x8, grey")).to_be_visible(timeout=LOAD_MS)

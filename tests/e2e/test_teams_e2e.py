@@ -9,7 +9,7 @@ import threading
 import urllib.request
 
 import pytest
-from e2e_helpers import ARTIFACTS, ROOT, free_port, start_server, stop_server, wait_healthy
+from e2e_helpers import ARTIFACTS, ROOT, click_until, free_port, start_server, stop_server, wait_healthy
 from playwright.sync_api import expect
 
 from lab_helpers import run_cli
@@ -117,6 +117,7 @@ def test_teams_sign_in_author_review_permissions_trash_and_restart(browser, lab,
         expect(anon.get_by_text("Sign in with your organisation's account")).to_be_visible(timeout=LOAD_MS)
         expect(anon.get_by_role("heading", name="Compare")).to_have_count(0)
         assert run_id not in anon.content() and "History" not in anon.locator("body").inner_text()
+        expect(anon.get_by_text("Page not found")).to_have_count(0)     # a bookmarked /history: no error first
     anon.screenshot(path=str(ARTIFACTS / "teams-anonymous.png"))
     context.close()
 
@@ -152,14 +153,16 @@ def test_teams_sign_in_author_review_permissions_trash_and_restart(browser, lab,
     # The admin deletes it (to the trash: files kept), then restores it with its files.
     context, root = signed_in(browser, lab, "root")
     root.goto(f"{lab['url']}/?runs={run_id}")
-    root.get_by_role("button", name="Delete 1 run…").click()
-    root.get_by_role("button", name="Yes, delete").click()
-    expect(root.get_by_text("Moved 1 run(s) to the trash")).to_be_visible(timeout=LOAD_MS)
+    yes = root.get_by_role("button", name="Yes, delete")
+    click_until(root, root.get_by_role("button", name="Delete 1 run…"), yes)
+    click_until(root, yes, root.get_by_text("Moved 1 run(s) to the trash"))
     assert [r["id"] for r in history_json(lab, "trash", "--json")["runs"]] == [run_id]
     assert __import__("os").path.exists(tflite)
-    root.get_by_text("Trash (1 run)").click()
-    root.get_by_role("button", name=run_id, exact=True).click()          # its pill under "Runs to restore"
-    root.get_by_role("button", name="Restore").click()
+    click_until(root, root.get_by_text("Trash (1 run)"), root.get_by_text("Runs to restore"))
+    restore = root.get_by_role("button", name="Restore")
+    # its pill under "Runs to restore": Restore is enabled once the pick has reached the server
+    click_until(root, root.get_by_role("button", name=run_id, exact=True), restore.and_(root.locator(":enabled")))
+    restore.click()
     expect(root.get_by_text(f"Restored {run_id}.")).to_be_visible(timeout=LOAD_MS)
     root.screenshot(path=str(ARTIFACTS / "teams-admin.png"))
     context.close()
@@ -202,6 +205,8 @@ def test_forged_clicks_on_controls_bob_does_not_have_change_nothing(browser, lab
         ws.on_message(to_server)
         server.on_message(lambda m: ws.send(m))
 
+    if ana_run in [r["id"] for r in history_json(lab, "trash", "--json")["runs"]]:
+        assert run_cli("history", "restore", ana_run, env=lab["env"]).returncode == 0   # the test above stopped midway
     before = history_json(lab, "show", ana_run, "--json")
     context, bob = signed_in(browser, lab, "bob")
     bob.route_web_socket(re.compile(r".*/_stcore/stream$"), route)

@@ -67,14 +67,14 @@ STATE_KEYS = ("lab_model", "lab_reference", "lab_samples", "lab_prepared", "lab_
               "lab_failures", "lab_tolerances", "lab_selected")
 
 
-def sidebar_texts(at: AppTest) -> list[str]:
+def sidebar_texts(at: AppTest, settings: bool = False) -> list[str]:
     """The sidebar as a new session with this one's state would show it.
 
     AppTest (1.67) keeps only the page's elements after the first run of an st.navigation app, so
     the shared sidebar is read from a fresh first run seeded with the same session state.
     """
     again = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    for key in STATE_KEYS:
+    for key in STATE_KEYS + (("set_bench", "set_threads", "set_runs") if settings else ()):
         if key in at.session_state:
             again.session_state[key] = at.session_state[key]
     again.run()

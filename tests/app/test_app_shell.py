@@ -19,9 +19,17 @@ def test_every_page_renders_without_a_model(app):
 
 
 def test_the_sidebar_holds_the_settings(app):
+    from tflite_lab.runtime import cpu_count
     assert app.toggle(key="set_bench").value is True
     assert app.selectbox(key="set_threads").value is None
     assert app.number_input(key="set_runs").value == 30
+    assert f"Latency: 30 timed runs, threads: every core ({cpu_count()})" in sidebar_texts(app)
+    app.selectbox(key="set_threads").set_value(1)
+    app.number_input(key="set_runs").set_value(10)
+    app.run()
+    assert "Latency: 10 timed runs, threads: 1" in sidebar_texts(app, settings=True)   # the popover's, shown closed
+    app.session_state["set_bench"] = False
+    assert "Latency: not measured" in sidebar_texts(app, settings=True)
 
 
 def test_state_survives_page_switches(digits):

@@ -1,14 +1,16 @@
 """Jobs on Ray: each job is a Ray task in a Ray worker process, with the local pool's limits and errors.
 
-- **Same jobs**: a task runs ``worker._jobs()[job]`` (the pipeline functions, unchanged) in its own
-  temporary workspace, like the local worker.
-- **Isolation**: every task carries its upload's sha256 in its ``runtime_env``; Ray only reuses a worker
-  process for tasks with the same runtime env, so a process never serves two uploads (the equivalent
-  of ``max_calls=1`` that keeps TensorFlow imported across one model's cells).
+- **Same jobs**: a task sends ``worker._jobs()[job]`` (the pipeline functions, unchanged) with its own
+  temporary workspace to its upload's worker, with the local worker's wire protocol.
+- **Isolation**: a job runs in its upload's own process, forked from the node's fork server
+  (``fork_server``: TensorFlow is imported once per node instead of once per upload); no process
+  that runs model code ever serves two uploads. Ray's worker processes only relay (they never
+  import TensorFlow), so Ray reuses them across uploads; a forked worker ends with its Ray worker.
 - **Wall time**: the driver waits with ``ray.wait`` timeouts and stops an overrun with
   ``ray.cancel(force=True)`` (the worker process exits). **Memory**: each task declares
-  ``memory=`` the job limit as a Ray resource, and a guard thread in the task watches the RSS of
-  its process and children; over the limit it reports and the driver force-cancels it.
+  ``memory=`` the job limit as a Ray resource, and the task polls the RSS of its process and of
+  the forked worker with their children; over the limit it kills the forked worker, reports, and
+  the driver force-cancels the task.
 - **Errors**: a crashed, killed, timed-out or over-memory task is a WorkerError for that job only,
   with the local pool's one-line messages; tasks are never retried by Ray (``max_retries=0``).
 - **Artifacts**: the jobs write them into the store (``TFLITE_LAB_CACHE``, passed to every task), and
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -37,10 +38,9 @@ CONNECT_TIMEOUT_S = 5.0
 
 def LOCAL_SYSTEM_CONFIG(num_cpus: int) -> dict:  # noqa: N802
     """Keep warm workers: Ray's defaults (soft limit = CPUs, idle workers killed after 1 s) end a
-    worker that has TensorFlow imported between two cells of the same model, and the next job of
-    that upload pays ~5 s of import again; a zoo's bench phase comes back to each model's worker
-    minutes after its cells, so idle ones are kept 5 min. The default-env workers Ray prestarts are
-    not ours to use."""
+    Ray worker, and with it the forked workers it holds (warm, their model loaded), between two
+    cells of the same model; a zoo's bench phase comes back to each model's worker minutes after
+    its cells, so idle ones are kept 5 min. The default-env workers Ray prestarts are not ours to use."""
     return {"num_workers_soft_limit": 3 * num_cpus, "idle_worker_killing_time_threshold_ms": 300_000,
             "enable_worker_prestart": False}
 
@@ -97,6 +97,7 @@ class RayExecutor(Executor):
         self.limits = limits or Limits.from_env()
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.busy: dict[int, str] = {}       # pid of each running task -> what it does ("Converting ...")
+        self.forked: dict[int, int] = {}     # pid of each running task -> its upload's forked worker
         from .worker import JobStats
         self.stats = JobStats()
         self._closed_sock = None
@@ -121,6 +122,7 @@ class RayExecutor(Executor):
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         self.nodes = len(nodes)
         self.cpus = int(self._ray.cluster_resources().get("CPU", 0))
+        self._warming = [self._warm_node(n["NodeID"]) for n in nodes]
         largest = max((n["Resources"].get("memory", 0) for n in nodes), default=0) / 2**20
         if largest and largest < self.limits.job_memory_mb:
             raise TFLiteLabError(f"No Ray node offers the {self.limits.job_memory_mb:,.0f} MB a job may use "
@@ -157,13 +159,21 @@ class RayExecutor(Executor):
                     os.environ[k] = v
         self.address = self._ray.get_runtime_context().gcs_address
 
+    def _warm_node(self, node_id: str):
+        """Start the node's fork server while the run gets ready (no CPU claimed, so no job waits
+        for it; the first job of the node waits on the server's start-up lock instead)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        return self._ray.remote(_warm_fork_server).options(
+            num_cpus=0, max_retries=0, runtime_env=self._runtime_env(),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+
     @property
     def size(self) -> int:
         return max(1, self.cpus)
 
     @property
     def busy_pids(self) -> set[int]:
-        return set(self.busy)
+        return set(self.busy) | set(self.forked.values())
 
     def info(self) -> dict:
         return {"name": "ray", "address": self.address, "startup_s": round(self.startup_s, 3),
@@ -176,9 +186,11 @@ class RayExecutor(Executor):
         where = self.address + ("" if not self._owns_instance else " (local instance)")
         return f"ray at {where}, {self.cpus} CPUs" + (f" on {self.nodes} nodes" if self.nodes > 1 else "")
 
-    def _runtime_env(self, upload: str) -> dict:
+    def _runtime_env(self) -> dict:
+        """The same for every task of this driver, so Ray reuses its worker processes across uploads:
+        they only relay, and each upload's jobs run in a forked worker of its own (see ``_forked_worker``)."""
         env = {k: v for k, v in os.environ.items() if k.startswith("TFLITE_LAB_") and k != "TFLITE_LAB_EXECUTOR"}
-        env.update(TFLITE_LAB_CACHE=str(cache_dir()), TFLITE_LAB_UPLOAD=upload, CUDA_VISIBLE_DEVICES="-1",
+        env.update(TFLITE_LAB_CACHE=str(cache_dir()), CUDA_VISIBLE_DEVICES="-1",
                    TFLITE_LAB_JOB_TIME_S=f"{self.limits.job_time_s:g}",
                    TFLITE_LAB_JOB_MEMORY_MB=f"{self.limits.job_memory_mb:g}",
                    TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"), PYTHONUNBUFFERED="1",
@@ -193,7 +205,8 @@ class RayExecutor(Executor):
         time_limit = time_limit_s or self.limits.job_time_s
         mem_limit = memory_limit_mb or self.limits.job_memory_mb
         gen = self._task.options(num_cpus=1, memory=int(mem_limit * 2**20), max_retries=0,
-                                 runtime_env=self._runtime_env(_upload_of(kwargs))).remote(job, kwargs, mem_limit, what)
+                                 runtime_env=self._runtime_env()).remote(job, kwargs, mem_limit, what,
+                                                                                        _upload_of(kwargs))
         submitted, started, pid = time.monotonic(), None, None
         step, next_tick, finished = "start worker", submitted + TICK_S, False
         if progress:
@@ -222,6 +235,8 @@ class RayExecutor(Executor):
                     if kind == "started":
                         started, pid = now, payload
                         self.busy[pid] = what
+                    elif kind == "forked":          # the process doing the work, for busy_pids
+                        self.forked[pid] = payload
                     elif kind == "progress":
                         step, next_tick = payload, now + TICK_S
                         if progress:
@@ -229,7 +244,8 @@ class RayExecutor(Executor):
                     elif kind == "ok":
                         finished = True
                         _drain(ray, gen)
-                        self.stats.add(started - submitted, now - started, time.monotonic() - now, pid)
+                        self.stats.add(started - submitted, now - started, time.monotonic() - now,
+                                       self.forked.get(pid, pid))      # the process that ran it
                         return payload
                     else:
                         finished = True
@@ -251,6 +267,7 @@ class RayExecutor(Executor):
         finally:
             if pid is not None:
                 self.busy.pop(pid, None)
+                self.forked.pop(pid, None)
 
     def close(self) -> None:
         if getattr(self, "_ray", None) is not None and self._ray.is_initialized():
@@ -294,59 +311,104 @@ def _death_reason(e: Exception) -> str:
 
 # ---- the task side (runs in a Ray worker process) ----
 
-def _kill_children() -> None:
-    import psutil
-    for p in psutil.Process().children(recursive=True):
-        try:
-            p.kill()
-        except Exception:
-            pass
+MAX_FORKED = 4      # idle forked workers a Ray worker keeps (one per upload, least recently used dropped)
+_FORKED: dict = {}  # upload sha256 -> (connection, pid) of its forked worker, in this Ray worker process
 
 
-def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str):
-    """A Ray generator task: ("started", pid), ("progress", step)..., then ("ok", result) or ("error", dict)."""
-    import queue
+def _forked_worker(upload: str):
+    """The forked worker of ``upload`` in this Ray worker process, started on first use (or after it
+    died). It serves that upload only; closing its connection ends it."""
+    from . import fork_server
+    have = _FORKED.pop(upload, None)
+    if have is not None and not have[0].closed and fork_server._alive(have[1]):
+        _FORKED[upload] = have                  # most recently used last
+        return have
+    while len(_FORKED) >= MAX_FORKED:
+        conn, _ = _FORKED.pop(next(iter(_FORKED)))
+        conn.close()
+    _FORKED[upload] = fork_server.fork_worker(os.getppid(), _task_env(upload))   # a Ray worker's parent: the raylet
+    return _FORKED[upload]
+
+
+def _warm_fork_server() -> None:
+    from . import fork_server
+    try:
+        fork_server.ensure_server(os.getppid(), _task_env())
+    except TFLiteLabError:
+        pass                # the first job on this node says why, with its own message
+
+
+def _task_env(upload: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(("TFLITE_LAB_", "TF_"))}
+    env.update(CUDA_VISIBLE_DEVICES="-1", PYTHONUNBUFFERED="1")
+    if upload is not None:
+        env["TFLITE_LAB_UPLOAD"] = upload
+    return env
+
+
+def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: str):
+    """A Ray generator task: ("started", pid), ("forked", its worker's pid), ("progress", step)..., then
+    ("ok", result) or ("error", dict).
+
+    The job runs in this upload's worker forked from the node's fork server (TensorFlow imported once
+    per node), with the local pool's wire protocol, memory poll and error shaping."""
+    import shutil
+    import signal
     import tempfile
-    from .worker import MAX_FAILED_POLLS, MemoryPollError, _jobs, call_job, tree_rss_mb
+    from .worker import MAX_FAILED_POLLS, MemoryPollError, _crash_message, tree_rss_mb
     failed_polls = 0
     yield "started", os.getpid()
-    events: queue.Queue = queue.Queue()
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
-
-    def work():          # the local worker's job call and error shaping, in a thread the poll below watches
-        events.put(call_job(_jobs(), job, kwargs, lambda step: events.put(("progress", step)), workspace,
-                            f"ray task {job}"))
-
-    t = threading.Thread(target=work, name=f"tflite-lab-{job}", daemon=True)
-    t.start()
-    final = None
-    while True:
+    try:
         try:
-            kind, payload = events.get(timeout=0.25)
-        except queue.Empty:
+            conn, child = _forked_worker(upload)
+            conn.send((0, job, kwargs, workspace))
+            yield "forked", child
+        except TFLiteLabError as e:
+            yield "error", e.to_dict()
+            return
+        except (OSError, EOFError):
+            _FORKED.pop(upload, None)
+            yield "error", WorkerError(_crash_message(what, "exited unexpectedly", kwargs)).to_dict()
+            return
+        while True:
+            if conn.poll(0.25):
+                try:
+                    kind, _, payload = conn.recv()
+                except (EOFError, OSError):
+                    _FORKED.pop(upload, None)
+                    yield "error", WorkerError(_crash_message(what, "exited unexpectedly", kwargs)).to_dict()
+                    return
+                yield kind, payload
+                if kind != "progress":
+                    return
+                continue
             try:
-                rss = tree_rss_mb(os.getpid())     # the local pool's poll: never 0 MB on a failed read
+                rss = tree_rss_mb(os.getpid()) + tree_rss_mb(child)     # the local pool's poll: never 0 MB on a failed read
                 failed_polls = 0
             except MemoryPollError as e:        # as the local pool: stop once it stays unreadable
                 failed_polls += 1
                 if failed_polls < MAX_FAILED_POLLS:
                     continue
-                _kill_children()
+                _kill_group(child, signal)
                 yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
                                               f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
                                 "kill": True}
                 time.sleep(30)
                 os._exit(1)
             if rss > mem_limit_mb:
-                _kill_children()
+                _kill_group(child, signal)
                 yield "error", {**WorkerError(
                     f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit_mb:,.0f} MB, and was stopped. "
                     "Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.").to_dict(), "kill": True}
                 time.sleep(30)            # the driver force-cancels this task; never serve another job
                 os._exit(1)
-            continue
-        if kind != "progress":
-            final = kind, payload
-            break
-        yield kind, payload
-    yield final             # call_job cleaned up (workspace, cwd) before queueing it: the worker is free
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)     # the worker removes it; not when it was killed
+
+
+def _kill_group(pid: int, signal) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)        # the forked worker and its tflite_convert children
+    except (ProcessLookupError, PermissionError):
+        pass

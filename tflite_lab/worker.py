@@ -403,7 +403,12 @@ def _serve(fd: int) -> None:
     from .bench import default_threads
     from .runtime import set_tf_threads
     set_tf_threads(default_threads())    # before TF runs anything: its pools are fixed after that
-    jobs = _jobs()
+    serve_jobs(conn, _jobs())
+
+
+def serve_jobs(conn: Connection, jobs: dict) -> None:
+    """The job loop of a worker (spawned here, or forked by ``fork_server``): ready, then one job at a
+    time until the parent sends None or closes the connection."""
     conn.send(("ready", 0, os.getpid()))
     while True:
         try:

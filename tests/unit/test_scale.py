@@ -18,7 +18,7 @@ import pytest
 from lab_helpers import SAMPLES, run_cli
 
 from tflite_lab import orchestrate, zoo
-from tflite_lab.errors import WorkerError
+from tflite_lab.errors import Cancelled, WorkerError
 from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json
 from tflite_lab.sources import source_from_path
 
@@ -143,6 +143,43 @@ def test_a_task_killed_mid_conversion_fails_only_its_cell(ray_executor, fresh_di
 
 
 @pytest.mark.slow
+def test_jobs_run_in_a_fork_of_one_server_per_node_and_a_cancel_ends_the_fork(ray_executor, fresh_digits):
+    """TensorFlow is imported once per node (the fork server), not in the Ray worker; the job runs in
+    a process forked from it, which ends with its Ray task."""
+    seen = {}
+
+    def watch():
+        while not seen:
+            for task, child in list(ray_executor.forked.items()):
+                try:
+                    server = psutil.Process(psutil.Process(child).ppid())
+                    seen.update(task=task, child=child, server=server.pid, cmdline=server.cmdline(),
+                                raylet=psutil.Process(task).ppid(),
+                                task_tf=any("tensorflow" in m.path for m in psutil.Process(task).memory_maps()),
+                                child_tf=any("tensorflow" in m.path for m in psutil.Process(child).memory_maps()))
+                except psutil.Error:
+                    continue
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        ray_executor.run("cell", prepared=fresh_digits, route="saved_model", optimization="int16x8", bench=NO_BENCH,
+                         cancel=cancel, progress=lambda _s, _t: seen and cancel.set())
+    assert seen, "the job was never seen in its forked worker"
+    assert "tflite_lab.fork_server" in " ".join(seen["cmdline"]) and seen["cmdline"][-1] == str(seen["raylet"])
+    assert seen["child_tf"] and not seen["task_tf"]     # the Ray worker never imports TensorFlow
+    servers = [p for p in psutil.process_iter(["cmdline", "ppid"])
+               if "tflite_lab.fork_server" in " ".join(p.info["cmdline"] or [])
+               and p.info["cmdline"][-1] == str(seen["raylet"]) and p.info["ppid"] != seen["server"]]
+    assert [p.pid for p in servers] == [seen["server"]]          # one per node (its forks have it as parent)
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(seen["child"]) and psutil.Process(seen["child"]).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the cancelled task's forked worker is still running"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
 def test_a_task_over_its_time_limit_is_cancelled(ray_executor, fresh_digits):
     seen = []
 
@@ -248,12 +285,16 @@ def test_pages_run_on_ray_and_say_so(ray_executor, monkeypatch):
 
 @pytest.mark.slow
 def test_a_worker_process_never_serves_two_uploads(ray_executor, fresh_digits):
-    """One upload's jobs share a warm worker; another upload's job runs in a different process."""
+    """One upload's jobs share a warm forked worker; another upload's job runs in a different process,
+    even when the same Ray worker relays both."""
     def pid_of(prepared, route, opt):
         pids = set()
         what = f"Converting {route}-{opt}"
-        ray_executor.run("cell", prepared=prepared, route=route, optimization=opt, bench=NO_BENCH,
-                         progress=lambda _s, _t: pids.update(p for p, w in ray_executor.busy.items() if w == what))
+
+        def seen(_s, _t):
+            pids.update(ray_executor.forked[p] for p, w in list(ray_executor.busy.items())
+                        if w == what and p in ray_executor.forked)
+        ray_executor.run("cell", prepared=prepared, route=route, optimization=opt, bench=NO_BENCH, progress=seen)
         assert len(pids) == 1
         return pids.pop()
 
@@ -262,11 +303,8 @@ def test_a_worker_process_never_serves_two_uploads(ray_executor, fresh_digits):
     a1 = pid_of(fresh_digits, "concrete_function", "none")
     b = pid_of(other, "saved_model", "none")
     a2 = pid_of(fresh_digits, "keras", "none")
-    assert b != a1 and b != a2
-    # Each worker is bound to one upload: Ray reuses it only for tasks with that runtime env.
-    upload = {pid: psutil.Process(pid).environ().get("TFLITE_LAB_UPLOAD") for pid in (a1, a2, b) if psutil.pid_exists(pid)}
-    assert upload.get(b) == other["source"]["sha256"]
-    assert {upload[p] for p in (a1, a2) if p in upload} == {fresh_digits["source"]["sha256"]}
+    assert a1 == a2 and b != a1          # warm for its upload; never the other upload's process
+    assert psutil.Process(a1).ppid() == psutil.Process(b).ppid()    # both forked from the node's fork server
 
 
 @pytest.mark.slow

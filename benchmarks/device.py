@@ -173,14 +173,14 @@ def bare_chromium_child(p: dict) -> dict:
     """In an isolated child: chromium_child without LiteRT.js (the same server, Chromium, context,
     route and host page), to split Chromium's start from LiteRT.js's load."""
     from playwright.sync_api import sync_playwright
-    from tflite_lab.targets.browser import CHROMIUM, CHROMIUM_ARGS, serve_root
+    from tflite_lab.targets.browser import CHROMIUM_ARGS, chromium, serve_root
     t0 = time.perf_counter()
     srv, port = serve_root(Path(p["assets"]), Path(p["cell"]))
     origin = f"http://127.0.0.1:{port}"
     try:
         with sync_playwright() as pw:
             t1 = time.perf_counter()
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             t2 = time.perf_counter()
             try:
                 ctx = browser.new_context()
@@ -354,7 +354,7 @@ def dashboard(d: Path, presses: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "e2e"))
     from e2e_helpers import free_port, start_server, stop_server, wait_healthy
     from playwright.sync_api import sync_playwright
-    from tflite_lab.targets.browser import CHROMIUM, CHROMIUM_ARGS
+    from tflite_lab.targets.browser import CHROMIUM_ARGS, chromium
     c = dashboard_convert(d)
     home, run_id = c["env"]["TFLITE_LAB_HOME"], c["run_id"]
     port = free_port()
@@ -368,7 +368,7 @@ def dashboard(d: Path, presses: int) -> dict:
         """A fresh Chromium profile: an empty HTTP cache on disk that its pages share, as in a real browser.
         Not ``browser.new_context()``: its in-memory cache never keeps the 9.4 MB wasm (a second page
         fetches it again even from a server that allows caching), and not ``route()``: it turns the cache off."""
-        ctx = pw.chromium.launch_persistent_context(d / name, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+        ctx = pw.chromium.launch_persistent_context(d / name, executable_path=chromium(), args=CHROMIUM_ARGS,
                                                     viewport={"width": 1440, "height": 1800})
         ctx.on("request", lambda r: None if r.url.startswith((url + "/", "data:", "blob:")) else offsite.append(r.url))
         return ctx

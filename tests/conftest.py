@@ -34,9 +34,9 @@ def browser():
     """Debian's Chromium under Playwright, one per test process: a second sync Playwright in the
     same process fails ("Sync API inside the asyncio loop"), so every test that drives a page shares it."""
     from playwright.sync_api import sync_playwright
-    from tflite_lab.targets.browser import CHROMIUM, CHROMIUM_ARGS
+    from tflite_lab.targets.browser import CHROMIUM_ARGS, chromium
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         yield b
         b.close()
 

@@ -180,6 +180,34 @@ def test_jobs_run_in_a_fork_of_one_server_per_node_and_a_cancel_ends_the_fork(ra
 
 
 @pytest.mark.slow
+def test_a_task_over_its_memory_limit_stops_its_forked_worker(ray_executor, fresh_digits):
+    forked, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set() and not forked:
+            forked.extend(c for p, c in list(ray_executor.forked.items())
+                          if ray_executor.busy.get(p, "").endswith("keras-int8"))
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    with pytest.raises(WorkerError) as e:       # a forked worker holds ~0.3 GB (TensorFlow): over 64 MB at once
+        ray_executor.run("cell", prepared=fresh_digits, route="keras", optimization="int8", bench=NO_BENCH,
+                         memory_limit_mb=64)
+    stop.set()
+    m = e.value.user_message
+    assert m.startswith("Converting keras-int8 used ") and m.endswith(
+        "MB, more than the limit of 64 MB, and was stopped. Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.")
+    assert forked, "the job was never seen in its forked worker"
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(forked[0]) and psutil.Process(forked[0]).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the forked worker over its memory limit is still running"
+        time.sleep(0.1)
+    # the next job of that upload gets a fresh fork and converts
+    report = ray_executor.run("cell", prepared=fresh_digits, route="keras", optimization="int8", bench=NO_BENCH)
+    assert report["tflite_bytes"] > 0
+
+
+@pytest.mark.slow
 def test_a_task_over_its_time_limit_is_cancelled(ray_executor, fresh_digits):
     seen = []
 

@@ -36,7 +36,13 @@ from .base import DOES_NOT_RUN, IsolatedCrash, TargetInput, TargetReport, run_is
 
 NAME = "browser"
 DTYPES = ("float32", "int32", "uint8")        # what LiteRT.js 2.5 can feed and read
-CHROMIUM = os.environ.get("TFLITE_LAB_CHROMIUM", "/usr/bin/chromium")
+
+
+def chromium() -> str:
+    """Read per call: a forked worker (fork_server) got its environment after this module was imported."""
+    return os.environ.get("TFLITE_LAB_CHROMIUM", "/usr/bin/chromium")
+
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-features=Translate,OptimizationHints,MediaRouter"]
 RUN_TIMEOUT_S = 900.0
@@ -374,7 +380,7 @@ def chromium_child(p: dict) -> dict:
     blocked: list[str] = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             try:
                 ctx = browser.new_context()
 

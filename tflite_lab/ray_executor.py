@@ -23,6 +23,7 @@ Without an address a local Ray instance is started for the run, loopback-only (s
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -353,7 +354,6 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
     The job runs in this upload's worker forked from the node's fork server (TensorFlow imported once
     per node), with the local pool's wire protocol, memory poll and error shaping."""
     import shutil
-    import signal
     import tempfile
     from .worker import MAX_FAILED_POLLS, MemoryPollError, _crash_message, tree_rss_mb
     failed_polls = 0
@@ -390,14 +390,14 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
                 failed_polls += 1
                 if failed_polls < MAX_FAILED_POLLS:
                     continue
-                _kill_group(child, signal)
+                _kill_group(child)
                 yield "error", {**WorkerError(f"{what} was stopped: its memory could not be read ({mid_sentence(e, drop_period=True)}), so the "
                                               f"limit of {mem_limit_mb:,.0f} MB could not be enforced.").to_dict(),
                                 "kill": True}
                 time.sleep(30)
                 os._exit(1)
             if rss > mem_limit_mb:
-                _kill_group(child, signal)
+                _kill_group(child)
                 yield "error", {**WorkerError(
                     f"{what} used {rss:,.0f} MB, more than the limit of {mem_limit_mb:,.0f} MB, and was stopped. "
                     "Raise TFLITE_LAB_JOB_MEMORY_MB for larger models.").to_dict(), "kill": True}
@@ -407,7 +407,7 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
         shutil.rmtree(workspace, ignore_errors=True)     # the worker removes it; not when it was killed
 
 
-def _kill_group(pid: int, signal) -> None:
+def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)        # the forked worker and its tflite_convert children
     except (ProcessLookupError, PermissionError):

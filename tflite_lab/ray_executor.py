@@ -356,13 +356,14 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
     import shutil
     import tempfile
     from .worker import MAX_FAILED_POLLS, MemoryPollError, _crash_message, tree_rss_mb
-    failed_polls = 0
+    failed_polls, child, answered = 0, None, False
+    job_id = time.monotonic_ns()
     yield "started", os.getpid()
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
     try:
         try:
             conn, child = _forked_worker(upload)
-            conn.send((0, job, kwargs, workspace))
+            conn.send((job_id, job, kwargs, workspace))
             yield "forked", child
         except TFLiteLabError as e:
             yield "error", e.to_dict()
@@ -374,11 +375,14 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
         while True:
             if conn.poll(0.25):
                 try:
-                    kind, _, payload = conn.recv()
+                    kind, msg_id, payload = conn.recv()
                 except (EOFError, OSError):
                     _FORKED.pop(upload, None)
                     yield "error", WorkerError(_crash_message(what, "exited unexpectedly", kwargs)).to_dict()
                     return
+                if msg_id != job_id:
+                    continue                    # never another job's answer
+                answered = kind != "progress"
                 yield kind, payload
                 if kind != "progress":
                     return
@@ -404,6 +408,11 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
                 time.sleep(30)            # the driver force-cancels this task; never serve another job
                 os._exit(1)
     finally:
+        if child is not None and not answered:
+            # Ray stopped this task without ending its process (a cancel can interrupt the generator):
+            # its job must not run on unseen, nor leave its answer for the upload's next job.
+            _FORKED.pop(upload, None)
+            _kill_group(child)
         shutil.rmtree(workspace, ignore_errors=True)     # the worker removes it; not when it was killed
 
 

@@ -126,7 +126,7 @@ def _serve(path: str, anchor_pid: int) -> None:
     listener.settimeout(1.0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # children are reaped by the kernel
     print(f"fork server {os.getpid()} ready on {path} for process {anchor_pid}", flush=True)
-    while _alive(anchor_pid):
+    while alive(anchor_pid):
         try:
             conn, _ = listener.accept()
         except socket.timeout:
@@ -147,7 +147,7 @@ def _serve(path: str, anchor_pid: int) -> None:
     os._exit(0)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return True

@@ -279,8 +279,8 @@ class RayExecutor(Executor):
 
 
 def _drain(ray, gen, timeout_s: float = 10.0) -> None:
-    """Wait for the task to end after its last item, so the next job of this upload finds the warm
-    worker free instead of Ray starting another (and importing TensorFlow again)."""
+    """Wait for the task to end after its last item, so the next job finds a Ray worker free (with
+    its upload's warm fork) instead of Ray starting another."""
     ready, _ = ray.wait([gen], timeout=timeout_s)
     if ready:
         try:
@@ -321,7 +321,7 @@ def _forked_worker(upload: str):
     died). It serves that upload only; closing its connection ends it."""
     from . import fork_server
     have = _FORKED.pop(upload, None)
-    if have is not None and not have[0].closed and fork_server._alive(have[1]):
+    if have is not None and not have[0].closed and fork_server.alive(have[1]):
         _FORKED[upload] = have                  # most recently used last
         return have
     while len(_FORKED) >= MAX_FORKED:

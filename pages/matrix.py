@@ -62,7 +62,7 @@ if run:
 
         def render(states):
             finished = sum(step in ("done", "failed") for step, _ in states.values())
-            bar.progress(finished / len(states), text=f"{finished} of {len(states)} cells finished "
+            bar.progress(finished / max(1, len(states)), text=f"{finished} of {len(states)} cells finished "
                          f"({time.monotonic() - t0:.0f} s)")
             slot.dataframe(tables.styled(tables.matrix_frame(m.format, states)), hide_index=True,
                            column_config=columns, height=height, column_order=shown, placeholder="–")
@@ -81,7 +81,9 @@ if run:
                 except TFLiteLabError as e:
                     state.failures()[f"aeq-{o}"] = jobs.failure_record(e)
         runs.record("matrix", list(state.reports()), prepared, failed=dict(state.failures()))
-        ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s."
+        stored = sum(bool(state.reports().get(c.id, {}).get("cached_cell")) for c in todo)
+        ss["matrix_note"] = f"Ran {len(todo)} cells in {time.monotonic() - t0:.1f} s" + (
+            f" ({stored} answered from the store)." if stored else ".")
         st.rerun()      # redraw the counts, the table and the chart from the new results
 
 AEQ = [o for o in ("dynamic", "float16", "int8", "int16x8")

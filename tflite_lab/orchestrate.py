@@ -172,7 +172,6 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
     from the calling thread once a cell's result is in ``done`` or ``failed``. Results go straight
     into the dicts, so a cell that finishes after the caller stopped listening is still kept.
     """
-    events: queue.Queue = queue.Queue()
     served = []
     for j in jobs if store is not None else []:
         rep = None if j.targets else stored_cell(store, j.prepared, j.cell, bench)
@@ -180,14 +179,17 @@ def run_cells(executor, jobs: list[CellJob], bench, done: dict, failed: dict, re
             done[j.key] = rep
             failed.pop(j.key, None)
             served.append(j)
+    # Served cells stay in the progress table next to the ones that run.
+    states = {j.key: ("done", time.monotonic()) for j in served}
     if served:
         if render:
-            render({j.key: ("done", time.monotonic()) for j in served})
+            render(dict(states))
         for j in served:
             if on_finish:
                 on_finish(j.key)
         jobs = [j for j in jobs if j not in served]
-    _run_fresh(executor, jobs, bench, done, failed, render, on_finish, cancel)
+    if jobs:
+        _run_fresh(executor, jobs, bench, done, failed, render, on_finish, cancel, states)
     for j in jobs if store is not None else []:
         if not j.targets and j.key in done and not done[j.key].get("cached_cell") and _storable(done[j.key], bench):
             store_cell(store, j.prepared, j.cell, bench, done[j.key])
@@ -227,7 +229,8 @@ class _ModelAffinity:
                 self._on[model] -= 1
 
 
-def _run_fresh(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render, on_finish, cancel) -> None:
+def _run_fresh(executor, jobs: list[CellJob], bench, done: dict, failed: dict, render, on_finish, cancel,
+               states: dict) -> None:
     events: queue.Queue = queue.Queue()
     # No cell is timed while another converts: conversions first, then the bench phase.
     convert_only = replace(bench, enabled=False)
@@ -245,7 +248,7 @@ def _run_fresh(executor, jobs: list[CellJob], bench, done: dict, failed: dict, r
         except TFLiteLabError:
             events.put((job.key, "failed"))
 
-    states = {j.key: ("queued", None) for j in jobs}
+    states.update({j.key: ("queued", None) for j in jobs})
     size = max(1, executor.size)
     queue_ = _ModelAffinity(jobs)
 

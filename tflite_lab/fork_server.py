@@ -1,23 +1,28 @@
 """A fork server per Ray node: one process imports TensorFlow once, and each upload's jobs run in a
-fresh process forked from it, so a Ray task does not pay TensorFlow's import (~4 s of CPU) per upload.
+process forked from it, so a Ray task does not pay TensorFlow's import (~4 s of CPU) per upload.
 
-- **Isolation stays**: every upload gets its own forked worker (the Ray task of an upload keeps one
-  connection to it; a Ray worker process serves one upload, see ``ray_executor``), in a session of its
-  own. The server itself never runs a job or a TensorFlow op: it only forks, so each child starts
-  with TensorFlow imported and no thread pool created (``set_tf_threads`` still applies).
-- **No orphan**: a child runs its jobs in its main thread while a watcher thread waits on the
-  connection; when the Ray task's process ends (a cancel, a time limit, a kill) the connection
-  closes and the child kills its own process group at once, also in the middle of a job. The server exits when the process it
-  was started for (the node's raylet) is gone.
+- **Isolation stays**: a forked worker serves one upload (and one set of job settings) only, in a
+  session of its own; the server itself never runs a job or a TensorFlow op: it only forks, so each
+  child starts with TensorFlow imported and no thread pool created (``set_tf_threads`` still applies).
+- **Warm across Ray workers**: a Ray task connects, names its upload, and the server hands the
+  connection (``socket.send_fds``) to an idle fork of that upload, else forks a new one. Ray gives a
+  task to any idle Ray worker, so an upload's forks are the node's, not a Ray worker's: one warm
+  process per upload and concurrent task, its model loaded once. Idle forks are kept ``IDLE_S``
+  (at most ``MAX_IDLE``).
+- **No orphan**: a caller that closes its connection during a job (its Ray task was cancelled, timed
+  out or killed) makes the fork kill its own process group at once; closing between jobs hands the
+  fork back. A fork ends with the server, and the server when the process it was started for (the
+  node's raylet) is gone.
 - **One per node and user**: a Unix socket in the temp folder named after the raylet's pid; the
   first task to find none starts it under a file lock, the others wait on the lock and connect.
 
-The wire protocol of a child is the local worker's (``worker.serve_jobs``).
+The wire protocol of a fork is the local worker's (``worker.call_job`` per job).
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,8 +45,9 @@ def socket_path(anchor_pid: int) -> str:
 
 
 def fork_worker(anchor_pid: int, env: dict[str, str], timeout_s: float = STARTUP_LIMIT_S) -> tuple[Connection, int]:
-    """A fresh worker forked for the caller: (its connection, its pid), ready for jobs with ``env``
-    applied. Starts the node's server (TensorFlow imported once) when there is none.
+    """A worker of the caller's upload (``env["TFLITE_LAB_UPLOAD"]``) with ``env`` applied: an idle fork
+    of the same upload and settings, else a fresh one; (its connection, its pid). Starts the node's
+    server (TensorFlow imported once) when there is none. Close the connection when the task is done.
 
     Raises: WorkerError when the server cannot be started or the fork does not answer."""
     conn = Connection(_server_connection(anchor_pid, env, timeout_s).detach())
@@ -59,7 +65,7 @@ def fork_worker(anchor_pid: int, env: dict[str, str], timeout_s: float = STARTUP
 
 def ensure_server(anchor_pid: int, env: dict[str, str], timeout_s: float = STARTUP_LIMIT_S) -> None:
     """Start the node's server now (when a run begins), so the first job does not wait for its import."""
-    _server_connection(anchor_pid, env, timeout_s).close()       # the fork it makes sees EOF and exits
+    _server_connection(anchor_pid, env, timeout_s).close()       # no upload named: nothing is forked
 
 
 def _server_connection(anchor_pid: int, env: dict[str, str], timeout_s: float) -> socket.socket:
@@ -107,6 +113,16 @@ def _start(path: str, anchor_pid: int, env: dict[str, str], timeout_s: float) ->
 
 # ---- the server ----
 
+IDLE_S = 300.0      # an idle fork (its upload's model warm) is kept this long, as Ray keeps idle workers
+MAX_IDLE = 8        # idle forks kept on a node, least recently used ended first
+
+
+class _Fork:
+    def __init__(self, pid: int, ctrl: socket.socket, key: tuple):
+        self.pid, self.ctrl, self.key = pid, ctrl, key
+        self.idle_since: float | None = None     # None while a caller holds it
+
+
 def _serve(path: str, anchor_pid: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow  # noqa: F401  (the import every forked worker inherits)
@@ -123,21 +139,28 @@ def _serve(path: str, anchor_pid: int) -> None:
     listener.listen(64)
     os.rename(tmp, path)                # appears whole, replacing a dead server's stale socket
     mine = os.stat(path).st_ino
-    listener.settimeout(1.0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # children are reaped by the kernel
     print(f"fork server {os.getpid()} ready on {path} for process {anchor_pid}", flush=True)
+    forks: dict[int, _Fork] = {}
     while alive(anchor_pid):
-        try:
-            conn, _ = listener.accept()
-        except socket.timeout:
-            continue
-        pid = os.fork()
-        if pid == 0:
-            listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)     # its own children (tflite_convert) are waited for
-            os.setsid()
-            _child(conn, jobs)
-        conn.close()
+        ready, _, _ = select.select([listener, *(f.ctrl for f in forks.values())], [], [], 1.0)
+        for r in ready:
+            if r is listener:
+                _hand_out(listener, forks, jobs)
+                continue
+            f = next(f for f in forks.values() if f.ctrl is r)
+            try:
+                back = r.recv(1)
+            except OSError:
+                back = b""
+            if back:
+                f.idle_since = time.monotonic()          # its caller is done: it waits for the next one
+            else:                                        # it ended (a killed job, a memory limit)
+                forks.pop(f.pid).ctrl.close()
+        idle = sorted((f for f in forks.values() if f.idle_since is not None), key=lambda f: f.idle_since)
+        for i, f in enumerate(idle):
+            if i < len(idle) - MAX_IDLE or time.monotonic() - f.idle_since > IDLE_S:
+                forks.pop(f.pid).ctrl.close()            # it sees the end of its control socket and exits
     try:                                # its raylet is gone: nobody will look for this path again
         if os.stat(path).st_ino == mine:
             os.unlink(path)
@@ -145,6 +168,44 @@ def _serve(path: str, anchor_pid: int) -> None:
     except OSError:
         pass
     os._exit(0)
+
+
+def _hand_out(listener: socket.socket, forks: dict, jobs: dict) -> None:
+    """A caller's connection to an idle fork of the same upload and settings, else to a new fork."""
+    conn, _ = listener.accept()
+    try:
+        reader = Connection(os.dup(conn.fileno()))
+        env = reader.recv() if reader.poll(10.0) else None
+        reader.close()
+    except (EOFError, OSError):
+        env = None
+    if not isinstance(env, dict):        # ensure_server's probe, or a caller that gave up
+        conn.close()
+        return
+    key = tuple(sorted(env.items()))     # one upload only, with its own job settings
+    idle = [f for f in forks.values() if f.key == key and f.idle_since is not None]
+    for f in sorted(idle, key=lambda f: -f.idle_since):       # the warmest first
+        try:
+            socket.send_fds(f.ctrl, [b"c"], [conn.fileno()])
+        except OSError:
+            forks.pop(f.pid).ctrl.close()
+            continue
+        f.idle_since = None
+        conn.close()
+        return
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        ours.close()
+        for f in forks.values():         # a sibling's control socket held here would hide its end
+            f.ctrl.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)     # its own children (tflite_convert) are waited for
+        os.setsid()
+        _child(conn, theirs, env, jobs)
+    theirs.close()
+    conn.close()
+    forks[pid] = _Fork(pid, ours, key)
 
 
 def alive(pid: int) -> bool:
@@ -157,33 +218,68 @@ def alive(pid: int) -> bool:
         return True
 
 
-def _child(sock: socket.socket, jobs: dict) -> None:
-    """A forked worker: the caller's environment, then the local worker's job loop; never returns."""
-    conn = Connection(sock.detach())
+def _child(sock: socket.socket, ctrl: socket.socket, env: dict, jobs: dict) -> None:
+    """A forked worker of one upload: serves one caller at a time, each handed over by the server,
+    until the server closes its control socket; never returns."""
     try:
-        os.environ.update(conn.recv())
+        os.environ.update(env)
         from .bench import default_threads
         from .runtime import set_tf_threads
         set_tf_threads(default_threads())      # no TensorFlow op ran in the server: its pools are not fixed yet
-        threading.Thread(target=_watch, args=(conn.fileno(),), daemon=True).start()
-        from .worker import serve_jobs
-        serve_jobs(conn, jobs)
+        while True:
+            _serve_caller(Connection(sock.detach()), jobs)
+            ctrl.sendall(b"i")                 # idle again
+            _, fds, _, _ = socket.recv_fds(ctrl, 1, 1)
+            if not fds:
+                break                          # the server ended, or dropped this fork
+            sock = socket.socket(fileno=fds[0])
+    except OSError:
+        pass
     finally:
         os._exit(0)
 
 
-def _watch(fd: int) -> None:
-    """End the child and its process group the moment the caller's end of the connection closes
-    (the Ray task's process was cancelled, timed out or killed), also in the middle of a job."""
+def _serve_caller(conn: Connection, jobs: dict) -> None:
+    """One caller's jobs, until it closes its end. Closing it during a job (the Ray task was cancelled,
+    timed out or killed) kills this process group at once: the job never runs on unseen."""
+    from .worker import call_job
+    running, over = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch, args=(conn.fileno(), running, over), daemon=True)
+    watcher.start()
+    try:
+        conn.send(("ready", 0, os.getpid()))
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            running.set()
+            job_id, name, kwargs, workspace = msg
+            kind, payload = call_job(jobs, name, kwargs, lambda step: conn.send(("progress", job_id, step)),
+                                     workspace, f"job {job_id} {name}")
+            running.clear()                    # before the answer: a caller that then leaves is no cancel
+            conn.send((kind, job_id, payload))
+    finally:
+        over.set()
+        watcher.join()
+        conn.close()
+
+
+def _watch(fd: int, running: threading.Event, over: threading.Event) -> None:
     peek = socket.socket(fileno=os.dup(fd))
-    while True:
-        try:
-            data = peek.recv(1, socket.MSG_PEEK)
-        except OSError:
-            data = b""
-        if not data:
-            os.killpg(0, signal.SIGKILL)
-        time.sleep(0.05)                # a message not yet read by the job loop: look again shortly
+    try:
+        while not over.is_set():
+            try:
+                data = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                data = None                    # open, nothing unread
+            except OSError:
+                data = b""
+            if data == b"" and running.is_set():
+                os.killpg(0, signal.SIGKILL)
+            over.wait(0.05)                    # unread data, or closed between jobs: the job loop sees it
+    finally:
+        peek.close()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 - **Isolation**: a job runs in its upload's own process, forked from the node's fork server
   (``fork_server``: TensorFlow is imported once per node instead of once per upload); no process
   that runs model code ever serves two uploads. Ray's worker processes only relay (they never
-  import TensorFlow), so Ray reuses them across uploads; a forked worker ends with its Ray worker.
+  import TensorFlow), so Ray reuses them across uploads; each task borrows a warm fork of its upload
+  from the server for its one job and hands it back, or kills it when the job did not answer.
 - **Wall time**: the driver waits with ``ray.wait`` timeouts and stops an overrun with
   ``ray.cancel(force=True)`` (the worker process exits). **Memory**: each task declares
   ``memory=`` the job limit as a Ray resource, and the task polls the RSS of its process and of
@@ -38,10 +39,9 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def LOCAL_SYSTEM_CONFIG(num_cpus: int) -> dict:  # noqa: N802
-    """Keep warm workers: Ray's defaults (soft limit = CPUs, idle workers killed after 1 s) end a
-    Ray worker, and with it the forked workers it holds (warm, their model loaded), between two
-    cells of the same model; a zoo's bench phase comes back to each model's worker minutes after
-    its cells, so idle ones are kept 5 min. The default-env workers Ray prestarts are not ours to use."""
+    """Keep warm Ray workers: Ray's defaults (soft limit = CPUs, idle workers killed after 1 s) start
+    a new Ray worker (a Python start, ~0.5 s) for most tasks of a zoo; idle ones are kept 5 min, like
+    the fork server's idle forks. The default-env workers Ray prestarts are not ours to use."""
     return {"num_workers_soft_limit": 3 * num_cpus, "idle_worker_killing_time_threshold_ms": 300_000,
             "enable_worker_prestart": False}
 
@@ -189,7 +189,7 @@ class RayExecutor(Executor):
 
     def _runtime_env(self) -> dict:
         """The same for every task of this driver, so Ray reuses its worker processes across uploads:
-        they only relay, and each upload's jobs run in a forked worker of its own (see ``_forked_worker``)."""
+        they only relay, and each upload's jobs run in forked workers of its own (``fork_server``)."""
         env = {k: v for k, v in os.environ.items() if k.startswith("TFLITE_LAB_") and k != "TFLITE_LAB_EXECUTOR"}
         env.update(TFLITE_LAB_CACHE=str(cache_dir()), CUDA_VISIBLE_DEVICES="-1",
                    TFLITE_LAB_JOB_TIME_S=f"{self.limits.job_time_s:g}",
@@ -312,25 +312,6 @@ def _death_reason(e: Exception) -> str:
 
 # ---- the task side (runs in a Ray worker process) ----
 
-MAX_FORKED = 4      # idle forked workers a Ray worker keeps (one per upload, least recently used dropped)
-_FORKED: dict = {}  # upload sha256 -> (connection, pid) of its forked worker, in this Ray worker process
-
-
-def _forked_worker(upload: str):
-    """The forked worker of ``upload`` in this Ray worker process, started on first use (or after it
-    died). It serves that upload only; closing its connection ends it."""
-    from . import fork_server
-    have = _FORKED.pop(upload, None)
-    if have is not None and not have[0].closed and fork_server.alive(have[1]):
-        _FORKED[upload] = have                  # most recently used last
-        return have
-    while len(_FORKED) >= MAX_FORKED:
-        conn, _ = _FORKED.pop(next(iter(_FORKED)))
-        conn.close()
-    _FORKED[upload] = fork_server.fork_worker(os.getppid(), _task_env(upload))   # a Ray worker's parent: the raylet
-    return _FORKED[upload]
-
-
 def _warm_fork_server() -> None:
     from . import fork_server
     try:
@@ -355,6 +336,7 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
     per node), with the local pool's wire protocol, memory poll and error shaping."""
     import shutil
     import tempfile
+    from . import fork_server
     from .worker import MAX_FAILED_POLLS, MemoryPollError, _crash_message, tree_rss_mb
     failed_polls, child, answered = 0, None, False
     job_id = time.monotonic_ns()
@@ -362,14 +344,13 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
     try:
         try:
-            conn, child = _forked_worker(upload)
+            conn, child = fork_server.fork_worker(os.getppid(), _task_env(upload))   # a Ray worker's parent: the raylet
             conn.send((job_id, job, kwargs, workspace))
             yield "forked", child
         except TFLiteLabError as e:
             yield "error", e.to_dict()
             return
         except (OSError, EOFError):
-            _FORKED.pop(upload, None)
             yield "error", WorkerError(_crash_message(what, "exited unexpectedly", kwargs)).to_dict()
             return
         while True:
@@ -377,7 +358,6 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
                 try:
                     kind, msg_id, payload = conn.recv()
                 except (EOFError, OSError):
-                    _FORKED.pop(upload, None)
                     yield "error", WorkerError(_crash_message(what, "exited unexpectedly", kwargs)).to_dict()
                     return
                 if msg_id != job_id:
@@ -408,11 +388,12 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
                 time.sleep(30)            # the driver force-cancels this task; never serve another job
                 os._exit(1)
     finally:
-        if child is not None and not answered:
-            # Ray stopped this task without ending its process (a cancel can interrupt the generator):
-            # its job must not run on unseen, nor leave its answer for the upload's next job.
-            _FORKED.pop(upload, None)
-            _kill_group(child)
+        if child is not None:
+            if not answered:
+                # Ray stopped this task without ending its process (a cancel can interrupt the
+                # generator): its job must not run on unseen, nor leave its answer for the next job.
+                _kill_group(child)
+            conn.close()                # answered: the fork goes back to the server for the upload's next task
         shutil.rmtree(workspace, ignore_errors=True)     # the worker removes it; not when it was killed
 
 

@@ -1,5 +1,6 @@
-"""The fork server on its own (what Ray's tasks use): a stale socket is replaced, a fork serves jobs and
-ends when its caller's connection closes, and the server ends with the process it was started for."""
+"""The fork server on its own (what Ray's tasks use): a stale socket is replaced; a fork serves one
+upload, goes back to the server between callers and kills itself when its caller leaves during a
+job; the server ends with the process it was started for, and its forks with it."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import pytest
 
 from lab_helpers import SAMPLES
 from tflite_lab import fork_server
-from tflite_lab.pipeline import source_json
+from tflite_lab.pipeline import BenchSpec, SampleSpec, source_json
 from tflite_lab.sources import source_from_path
 
 
@@ -26,42 +27,67 @@ def _gone(pid: int, within_s: float = 15) -> bool:
     return False
 
 
+def _job(conn, job_id, name, kwargs, workspace):
+    conn.send((job_id, name, kwargs, str(workspace)))
+    kind, got, payload = conn.recv()
+    while kind == "progress":
+        kind, got, payload = conn.recv()
+    assert (kind, got) == ("ok", job_id), payload
+    return payload
+
+
 @pytest.mark.slow
-def test_a_fork_serves_jobs_ends_with_its_caller_and_the_server_with_its_anchor(tmp_path, monkeypatch):
+def test_forks_serve_one_upload_stay_warm_between_callers_end_on_a_dropped_job_and_with_the_server(tmp_path, monkeypatch):
     monkeypatch.setenv("TFLITE_LAB_CACHE", str(tmp_path / "cache"))
     anchor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     path = fork_server.socket_path(anchor.pid)
     stale = socket.socket(socket.AF_UNIX)          # a dead server's socket file: connecting is refused
     stale.bind(path)
     stale.close()
+    ws = iter(tmp_path / f"ws{i}" for i in range(100))
+
+    def workspace():
+        w = next(ws)
+        w.mkdir()
+        return w
     try:
-        env = {"TFLITE_LAB_CACHE": str(tmp_path / "cache"), "TFLITE_LAB_UPLOAD": "test"}
+        env = {"TFLITE_LAB_CACHE": str(tmp_path / "cache"), "TFLITE_LAB_UPLOAD": "a"}
+        src = source_json(source_from_path(SAMPLES / "digits_cnn.keras"))
         conn, child = fork_server.fork_worker(anchor.pid, env)
         server = psutil.Process(child).ppid()
         assert "tflite_lab.fork_server" in " ".join(psutil.Process(server).cmdline())
         assert psutil.Process(child).cmdline() == psutil.Process(server).cmdline()      # forked, not spawned
-        workspace = tmp_path / "ws"
-        workspace.mkdir()
-        src = source_json(source_from_path(SAMPLES / "digits_cnn.keras"))
-        conn.send((1, "describe", {"source": src}, str(workspace)))
-        kind, job_id, payload = conn.recv()
-        while kind == "progress":
-            kind, job_id, payload = conn.recv()
-        assert (kind, job_id) == ("ok", 1), payload
-        assert payload["signature"]["inputs"]                  # a real job ran in the fork
-        assert not workspace.exists()                          # and cleaned its workspace
+        w = workspace()
+        assert _job(conn, 1, "describe", {"source": src}, w)["signature"]["inputs"]    # a real job ran in the fork
+        assert not w.exists()                                                        # and cleaned its workspace
 
-        conn2, child2 = fork_server.fork_worker(anchor.pid, env)       # a second caller: its own process
-        assert child2 != child and psutil.Process(child2).ppid() == server
+        # Another caller while the first holds it: a process of its own. Another upload: never a shared one.
+        conn2, child2 = fork_server.fork_worker(anchor.pid, env)
+        other, child3 = fork_server.fork_worker(anchor.pid, {**env, "TFLITE_LAB_UPLOAD": "b"})
+        assert len({child, child2, child3}) == 3 and {psutil.Process(c).ppid() for c in (child2, child3)} == {server}
+        other.close()
+        # A caller done between jobs hands its fork back: the upload's next caller gets it, warm.
         conn.close()
-        assert _gone(child), "a fork outlived its caller's connection"
-        assert psutil.pid_exists(child2)
+        time.sleep(0.3)
+        assert psutil.pid_exists(child)
+        again, same = fork_server.fork_worker(anchor.pid, env)
+        assert same == child
+        assert _job(again, 2, "describe", {"source": src}, workspace())["signature"]["inputs"]
+        # A caller gone in the middle of a job (a cancelled Ray task): the fork kills itself at once.
+        again.send((3, "prepare", {"source": src, "spec": SampleSpec(count=4), "bench": BenchSpec(enabled=False)},
+                    str(workspace())))
+        assert again.poll(60) and again.recv()[0] == "progress"          # the job is running
+        again.close()
+        assert _gone(child), "a fork ran on after its caller left in the middle of a job"
+        last, fresh = fork_server.fork_worker(anchor.pid, env)
+        assert fresh not in (child, child2, child3)        # never handed a dead fork
         anchor.kill()
         anchor.wait()
         assert _gone(server), "the server outlived the process it was started for"
         assert not os.path.exists(path) and not os.path.exists(path + ".lock")
-        conn2.close()
-        assert _gone(child2)
+        for c in (conn2, last):
+            c.close()
+        assert _gone(child2) and _gone(fresh) and _gone(child3), "a fork outlived its server"
     finally:
         if anchor.poll() is None:
             anchor.kill()

@@ -144,7 +144,7 @@ def _serve(path: str, anchor_pid: int) -> None:
     forks: dict[int, _Fork] = {}
     while alive(anchor_pid):
         ready, _, _ = select.select([listener, *(f.ctrl for f in forks.values())], [], [], 1.0)
-        for r in ready:
+        for r in sorted(ready, key=lambda r: r is listener):     # forks back in the pool before new callers
             if r is listener:
                 _hand_out(listener, forks, jobs)
                 continue
@@ -227,8 +227,8 @@ def _child(sock: socket.socket, ctrl: socket.socket, env: dict, jobs: dict) -> N
         from .runtime import set_tf_threads
         set_tf_threads(default_threads())      # no TensorFlow op ran in the server: its pools are not fixed yet
         while True:
-            _serve_caller(Connection(sock.detach()), jobs)
-            ctrl.sendall(b"i")                 # idle again
+            if not _serve_caller(Connection(sock.detach()), jobs, lambda: ctrl.sendall(b"i")):
+                ctrl.sendall(b"i")             # the caller went away between jobs: idle again
             _, fds, _, _ = socket.recv_fds(ctrl, 1, 1)
             if not fds:
                 break                          # the server ended, or dropped this fork
@@ -239,9 +239,12 @@ def _child(sock: socket.socket, ctrl: socket.socket, env: dict, jobs: dict) -> N
         os._exit(0)
 
 
-def _serve_caller(conn: Connection, jobs: dict) -> None:
-    """One caller's jobs, until it closes its end. Closing it during a job (the Ray task was cancelled,
-    timed out or killed) kills this process group at once: the job never runs on unseen."""
+def _serve_caller(conn: Connection, jobs: dict, idle) -> bool:
+    """One caller's jobs, until it says goodbye (None): then ``idle()`` tells the server before the
+    caller hears back, so the upload's next task, which can only start after this one ended, finds
+    this fork idle (True). Or until it closes its end (False). Closing it during a job (the Ray
+    task was cancelled, timed out or killed) kills this process group at once: the job never runs
+    on unseen."""
     from .worker import call_job
     running, over = threading.Event(), threading.Event()
     watcher = threading.Thread(target=_watch, args=(conn.fileno(), running, over), daemon=True)
@@ -252,7 +255,11 @@ def _serve_caller(conn: Connection, jobs: dict) -> None:
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
-                return
+                return False
+            if msg is None:
+                idle()
+                conn.send(("bye", 0, None))
+                return True
             running.set()
             job_id, name, kwargs, workspace = msg
             kind, payload = call_job(jobs, name, kwargs, lambda step: conn.send(("progress", job_id, step)),

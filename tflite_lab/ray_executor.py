@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from .executor import Executor
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 STARTUP_LIMIT_S = 180.0         # submitted but not running: no free CPU/memory for that long
+FORK_ANCHOR = "TFLITE_LAB_FORK_ANCHOR"
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -94,7 +96,8 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, limits: Limits | None = None, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, limits: Limits | None = None, num_cpus: int | None = None,
+                 _server_here: bool = True):
         self.limits = limits or Limits.from_env()
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.busy: dict[int, str] = {}       # pid of each running task -> what it does ("Converting ...")
@@ -114,16 +117,22 @@ class RayExecutor(Executor):
             except Exception as e:
                 first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 raise TFLiteLabError(f"Cannot join the Ray cluster at {self.address}: {first}") from None
-            self._owns_instance = False
+            self._owns_instance = self._server_here = False
         else:
-            self._start_local(num_cpus or 2, logging.ERROR)
             self._owns_instance = True
+            # The node is this machine: its fork server imports TensorFlow while Ray starts, anchored
+            # to this process (the tasks find it by FORK_ANCHOR), instead of after, from a task.
+            # (``_server_here=False``: as on a cluster, for its test.)
+            self._server_here = _server_here
+            if _server_here:
+                threading.Thread(target=_start_fork_server, args=(os.getpid(), self._task_env()), daemon=True).start()
+            self._start_local(num_cpus or 2, logging.ERROR)
         self.startup_s = time.perf_counter() - t0
         self._task = self._ray.remote(_ray_task)
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         self.nodes = len(nodes)
         self.cpus = int(self._ray.cluster_resources().get("CPU", 0))
-        self._warming = [self._warm_node(n["NodeID"]) for n in nodes]
+        self._warming = [] if self._server_here else [self._warm_node(n["NodeID"]) for n in nodes]
         largest = max((n["Resources"].get("memory", 0) for n in nodes), default=0) / 2**20
         if largest and largest < self.limits.job_memory_mb:
             raise TFLiteLabError(f"No Ray node offers the {self.limits.job_memory_mb:,.0f} MB a job may use "
@@ -187,10 +196,18 @@ class RayExecutor(Executor):
         where = self.address + ("" if not self._owns_instance else " (local instance)")
         return f"ray at {where}, {self.cpus} CPUs" + (f" on {self.nodes} nodes" if self.nodes > 1 else "")
 
+    def _task_env(self) -> dict[str, str]:
+        """What a task's forked worker gets (``_task_env`` in the task), known here before Ray starts."""
+        env = {k: v for k, v in self._runtime_env()["env_vars"].items() if k.startswith(("TFLITE_LAB_", "TF_"))}
+        return {**env, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+
     def _runtime_env(self) -> dict:
         """The same for every task of this driver, so Ray reuses its worker processes across uploads:
         they only relay, and each upload's jobs run in forked workers of its own (``fork_server``)."""
-        env = {k: v for k, v in os.environ.items() if k.startswith("TFLITE_LAB_") and k != "TFLITE_LAB_EXECUTOR"}
+        env = {k: v for k, v in os.environ.items() if k.startswith("TFLITE_LAB_")
+               and k not in ("TFLITE_LAB_EXECUTOR", FORK_ANCHOR)}
+        if self._server_here:
+            env[FORK_ANCHOR] = str(os.getpid())
         env.update(TFLITE_LAB_CACHE=str(cache_dir()), CUDA_VISIBLE_DEVICES="-1",
                    TFLITE_LAB_JOB_TIME_S=f"{self.limits.job_time_s:g}",
                    TFLITE_LAB_JOB_MEMORY_MB=f"{self.limits.job_memory_mb:g}",
@@ -272,10 +289,34 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if getattr(self, "_ray", None) is not None and self._ray.is_initialized():
+            if self._owns_instance:
+                _kill_monitor(self._ray)
             self._ray.shutdown()
         if self._closed_sock is not None:
             self._closed_sock.close()
             self._closed_sock = None
+
+
+def _kill_monitor(ray) -> None:
+    """End the own instance's autoscaler monitor at once: ``ray.shutdown()`` gives it SIGTERM and
+    then waits its full second before SIGKILL (Ray 2.60), on every run. A local instance of fixed
+    size has nothing to autoscale. Private API: where it changed, shutdown simply waits."""
+    try:
+        from ray._private import ray_constants
+        node = ray._private.worker._global_node
+        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+            info.process.kill()
+            info.process.wait(timeout=5)
+    except Exception:       # noqa: BLE001 - a Ray without these internals only loses the second
+        pass
+
+
+def _start_fork_server(anchor_pid: int, env: dict) -> None:
+    from . import fork_server
+    try:
+        fork_server.ensure_server(anchor_pid, env)
+    except TFLiteLabError:
+        pass                # the first job says why, with its own message
 
 
 def _drain(ray, gen, timeout_s: float = 10.0) -> None:
@@ -313,11 +354,13 @@ def _death_reason(e: Exception) -> str:
 # ---- the task side (runs in a Ray worker process) ----
 
 def _warm_fork_server() -> None:
-    from . import fork_server
-    try:
-        fork_server.ensure_server(os.getppid(), _task_env())
-    except TFLiteLabError:
-        pass                # the first job on this node says why, with its own message
+    _start_fork_server(_anchor(), _task_env())
+
+
+def _anchor() -> int:
+    """The process the node's fork server lives as long as: the tool's own instance names its driver
+    (this machine is its only node); on a cluster it is the Ray worker's parent, the raylet."""
+    return int(os.environ.get(FORK_ANCHOR) or os.getppid())
 
 
 def _task_env(upload: str | None = None) -> dict[str, str]:
@@ -344,7 +387,7 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
     workspace = tempfile.mkdtemp(prefix="tflite-lab-ray-job-")
     try:
         try:
-            conn, child = fork_server.fork_worker(os.getppid(), _task_env(upload))   # a Ray worker's parent: the raylet
+            conn, child = fork_server.fork_worker(_anchor(), _task_env(upload))
             conn.send((job_id, job, kwargs, workspace))
             yield "forked", child
         except TFLiteLabError as e:
@@ -393,8 +436,21 @@ def _ray_task(job: str, kwargs: dict, mem_limit_mb: float, what: str, upload: st
                 # Ray stopped this task without ending its process (a cancel can interrupt the
                 # generator): its job must not run on unseen, nor leave its answer for the next job.
                 _kill_group(child)
-            conn.close()                # answered: the fork goes back to the server for the upload's next task
+            else:
+                _hand_back(conn)
+            conn.close()
         shutil.rmtree(workspace, ignore_errors=True)     # the worker removes it; not when it was killed
+
+
+def _hand_back(conn) -> None:
+    """Give the fork back to the server for the upload's next task; returns once the server knows
+    (otherwise that task, submitted the moment this one ends, could find it still busy and fork another)."""
+    try:
+        conn.send(None)
+        if conn.poll(5.0):
+            conn.recv()
+    except (EOFError, OSError):
+        pass
 
 
 def _kill_group(pid: int) -> None:

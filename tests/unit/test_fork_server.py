@@ -66,12 +66,18 @@ def test_forks_serve_one_upload_stay_warm_between_callers_end_on_a_dropped_job_a
         other, child3 = fork_server.fork_worker(anchor.pid, {**env, "TFLITE_LAB_UPLOAD": "b"})
         assert len({child, child2, child3}) == 3 and {psutil.Process(c).ppid() for c in (child2, child3)} == {server}
         other.close()
-        # A caller done between jobs hands its fork back: the upload's next caller gets it, warm.
+        # A caller done says goodbye, and once it is answered the fork is the server's again: the
+        # upload's next caller gets it, warm (no wait: a Ray task starts right after the last ended).
+        conn.send(None)
+        assert conn.recv()[0] == "bye"
         conn.close()
-        time.sleep(0.3)
-        assert psutil.pid_exists(child)
         again, same = fork_server.fork_worker(anchor.pid, env)
         assert same == child
+        # A caller that just closes between jobs hands its fork back too (the server hears of it shortly).
+        conn2.close()
+        time.sleep(1.0)
+        conn2, pid = fork_server.fork_worker(anchor.pid, env)
+        assert pid == child2, "a fork closed between jobs did not come back to the pool"
         assert _job(again, 2, "describe", {"source": src}, workspace())["signature"]["inputs"]
         # A caller gone in the middle of a job (a cancelled Ray task): the fork kills itself at once.
         again.send((3, "prepare", {"source": src, "spec": SampleSpec(count=4), "bench": BenchSpec(enabled=False)},

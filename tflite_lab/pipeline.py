@@ -300,14 +300,14 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
     if RECIPES[optimization].needs_calibration and route is not Route.CLI:
         result = _convert_from_calibration(prepared, src, req, store, limits, progress)
     if result is None:
-        om = _open(src, limits)
+        calibrated = optimization in (Optimization.INT8, Optimization.INT16X8)
+        unrolled = bool(prepared["fixed_batch"] and calibrated)
+        om = _for_conversion(src, prepared, route, unrolled, limits)
         progress("convert")
-        sig = om.signature
         rep = None
-        if optimization in (Optimization.INT8, Optimization.INT16X8):
-            rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in sig.inputs})
+        if calibrated:
+            rep = representative_dataset(_load_npz(prepared["samples_path"]), {t.name: t.key for t in om.signature.inputs})
         from .routes import convert
-        unrolled = bool(prepared["fixed_batch"] and rep is not None)
         result = convert(req, om, _cell_export_dir(prepared, om, route, unrolled), prepared["fixed_batch"], rep,
                          None, unrolled)
     result.created_at = now_utc()
@@ -316,6 +316,16 @@ def convert_cached(prepared: dict, route: Route, optimization: Optimization, int
                                    "convert_s": result.convert_s, "fixed_batch": result.fixed_batch,
                                    "created_at": result.created_at})
     return result, str(tpath)
+
+
+def _for_conversion(src: ModelSource, prepared: dict, route: Route, unrolled: bool, limits: Limits):
+    """The original as this cell's converter needs it. A route that reads the SavedModel prepare
+    exported (or the uploaded one) needs its name and signature only: loading it again would cost a
+    fresh worker seconds on a large model (prepare loaded and checked it)."""
+    if route is not Route.KERAS and not unrolled and (prepared.get("export_dir") or not src.format.is_keras):
+        from .models import OriginalModel
+        return OriginalModel(src, Signature.from_dict(prepared["signature"]))
+    return _open(src, limits)
 
 
 def _cell_export_dir(prepared: dict, om, route: Route, unrolled: bool) -> str | None:
@@ -368,11 +378,11 @@ def _convert_from_calibration(prepared: dict, src: ModelSource, req, store: Stor
             cal = _stored_calibration(store, key)       # made by the job we waited for
             if cal is None:
                 reused = False
-                om = _open(src, limits)
+                fixed = bool(prepared["fixed_batch"])
+                om = _for_conversion(src, prepared, req.route, fixed, limits)
                 progress("convert")         # the converter's run (calibrate-only): what a cancel waits for
                 rep = representative_dataset(_load_npz(prepared["samples_path"]),
                                              {t.name: t.key for t in om.signature.inputs})
-                fixed = bool(prepared["fixed_batch"])
                 cal = replace(calibrate(req, om, _cell_export_dir(prepared, om, req.route, fixed), fixed, rep, fixed),
                               created_at=now_utc())
                 if not cal.unusable:

@@ -258,7 +258,7 @@ def _route_converter(route: Route, original, export_dir, fixed_batch, unrolled):
 
 
 def _export_lines(original, export_dir, fixed_batch, unrolled) -> list[str]:
-    if not original.is_keras:
+    if not original.source.format.is_keras:     # (the Keras model itself need not be loaded here)
         return []
     lines = [f"model = keras.models.load_model({original.source.filename!r}, safe_mode=True)"]
     if unrolled:

@@ -114,7 +114,9 @@ def _start(path: str, anchor_pid: int, env: dict[str, str], timeout_s: float) ->
 # ---- the server ----
 
 IDLE_S = 300.0      # an idle fork (its upload's model warm) is kept this long, as Ray keeps idle workers
-MAX_IDLE = 8        # idle forks kept on a node, least recently used ended first
+# Idle forks kept on a node, least recently used ended first: Ray reserves memory for running
+# tasks only, so an idle fork (TensorFlow shared copy-on-write, its model its own) is bounded by count.
+MAX_IDLE = 2 * (os.cpu_count() or 1)
 
 
 class _Fork:

@@ -10,13 +10,14 @@ minus its instance start-up (``executor_info.startup_s``, reported on its own, t
 (``executor_info.jobs``: waiting for a process, running, after the result; worker processes), the
 ratios, and the per-cell cost the README's projection is computed from.
 
-    python benchmarks/zoo.py [--workers 2] [--models DIR] [--only samples|small]
+    python benchmarks/zoo.py [--workers 2] [--models DIR] [--only samples|small] [--repeats N]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,27 +68,33 @@ def counts(result: dict) -> tuple[int, int, int]:
     return len(cells) - refused, refused, failed
 
 
-def compare(title: str, models: str, workers: int, tmp: Path, extra=()) -> float:
+def compare(title: str, models: str, workers: int, tmp: Path, extra=(), repeats: int = 1) -> float:
+    """Each repetition runs both executors, alternating which goes first; medians are compared."""
     print(f"== {title}", flush=True)
-    rows = {}
-    for executor in ("local", "ray"):
-        load = os.getloadavg()[0]
-        dt, result = run_zoo(executor, models, workers, tmp / f"{title}-{executor}", extra)
-        ran, refused, failed = counts(result)
-        info = result["executor_info"]
-        rows[executor] = (dt, ran, info, result)
-        jobs = info.get("jobs", {})
-        print(f"{executor:<6} {result['executor']}: {dt:7.1f} s for {ran} cells ({failed} failed, {refused} refused "
-              f"up front) = {ran / dt * 60:5.1f} cells/min; load before {load:.2f}; start-up {info['startup_s']:.1f} s; "
-              f"{jobs.get('count')} jobs: waiting {jobs.get('wait_s')} s, running {jobs.get('run_s')} s, "
-              f"after {jobs.get('after_s')} s, {jobs.get('worker_processes')} worker processes", flush=True)
-    (lt, lran, _, lres), (rt, rran, rinfo, rres) = rows["local"], rows["ray"]
+    runs: dict[str, list] = {"local": [], "ray": []}
+    for i in range(repeats):
+        for executor in (("local", "ray") if i % 2 == 0 else ("ray", "local")):
+            load = os.getloadavg()[0]
+            dt, result = run_zoo(executor, models, workers, tmp / f"{title}-{executor}-{i}", extra)
+            ran, refused, failed = counts(result)
+            info = result["executor_info"]
+            runs[executor].append((dt, ran, info, result))
+            jobs = info.get("jobs", {})
+            print(f"{executor:<6} {result['executor']}: {dt:7.1f} s for {ran} cells ({failed} failed, {refused} refused "
+                  f"up front) = {ran / dt * 60:5.1f} cells/min; load before {load:.2f}; start-up {info['startup_s']:.1f} s; "
+                  f"{jobs.get('count')} jobs: waiting {jobs.get('wait_s')} s, running {jobs.get('run_s')} s, "
+                  f"after {jobs.get('after_s')} s, {jobs.get('worker_processes')} worker processes", flush=True)
+    (_, lran, _, lres), (_, rran, _, rres) = runs["local"][-1], runs["ray"][-1]
     assert lran == rran, "both executors must run the same cells"
     same = all(ca.get("outputs") == cb.get("outputs")
                for ma, mb in zip(lres["models"], rres["models"]) for ca, cb in zip(ma["cells"], mb["cells"]))
-    net = rt - rinfo["startup_s"]
-    print(f"ratio ray/local: {rt / lt:.2f}x with start-up; (ray - startup_s)/local: {net / lt:.2f}x (target <= 1.3x); "
-          f"startup_s {rinfo['startup_s']:.1f} s (target <= 10 s); metrics identical: {same}", flush=True)
+    lt = statistics.median(r[0] for r in runs["local"])
+    rt = statistics.median(r[0] for r in runs["ray"])
+    startup = statistics.median(r[2]["startup_s"] for r in runs["ray"])
+    net = statistics.median(r[0] - r[2]["startup_s"] for r in runs["ray"])
+    print(f"medians of {repeats}: local {lt:.1f} s, ray {rt:.1f} s; ratio ray/local: {rt / lt:.2f}x with start-up; "
+          f"(ray - startup_s)/local: {net / lt:.2f}x (target <= 1.3x); startup_s {startup:.1f} s (target <= 10 s); "
+          f"metrics identical: {same}", flush=True)
     return rt * workers / rran
 
 
@@ -96,17 +103,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--models", default=str(ROOT / "sample_models"))
     ap.add_argument("--only", choices=("samples", "small"))
+    ap.add_argument("--repeats", type=int, default=1, help="runs per executor, alternating which goes first")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "small":
-            per_cell = compare("six samples", args.models, args.workers, Path(tmp))
+            per_cell = compare("six samples", args.models, args.workers, Path(tmp), repeats=args.repeats)
             print(f"per-cell cost on ray (prepare, start-up and latency included): {per_cell:.1f} CPU-s")
             for nodes in (1, 4, 16):
                 print(f"projection: 100 models x 18 cells on {nodes:>2} node(s) of {args.workers} CPUs: "
                       f"{100 * 18 * per_cell / (nodes * args.workers) / 3600:5.2f} h")
         if args.only != "samples":
             compare("three small models x 3 routes x 3 recipes", small_models(Path(tmp) / "small"), args.workers,
-                    Path(tmp), SMALL_CELLS)
+                    Path(tmp), SMALL_CELLS, args.repeats)
 
 
 if __name__ == "__main__":

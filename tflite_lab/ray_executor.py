@@ -320,8 +320,8 @@ def _start_fork_server(anchor_pid: int, env: dict) -> None:
 
 
 def _drain(ray, gen, timeout_s: float = 10.0) -> None:
-    """Wait for the task to end after its last item, so the next job finds a Ray worker free (with
-    its upload's warm fork) instead of Ray starting another."""
+    """Wait for the task to end after its last item: by then it has handed its fork back to the
+    server, and the next job finds a Ray worker free instead of Ray starting another."""
     ready, _ = ray.wait([gen], timeout=timeout_s)
     if ready:
         try:

@@ -94,21 +94,48 @@ def _start(path: str, anchor_pid: int, env: dict[str, str], timeout_s: float) ->
     log_path = logs / f"fork-server-{anchor_pid}-{time.time_ns()}.log"
     server_env = {k: v for k, v in os.environ.items() if k != "TFLITE_LAB_UPLOAD"}   # it serves every upload
     server_env.update({k: v for k, v in env.items() if k != "TFLITE_LAB_UPLOAD"})
+    server_env["TFLITE_LAB_FORK_STARTER"] = str(os.getpid())     # for the operator (and a test): who started it
     server_env["PYTHONPATH"] = ROOT + (os.pathsep + server_env["PYTHONPATH"] if server_env.get("PYTHONPATH") else "")
     with open(log_path, "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "tflite_lab.fork_server", path, str(anchor_pid)],
-                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=server_env,
-                                start_new_session=True)
+        # The launcher forks the server and exits: the server is nobody's child. Ray kills the
+        # children of a Ray worker that exits (idle workers do, after 1 s by Ray's default), which
+        # would take the node's server and its forks along with the worker that started it.
+        launcher = subprocess.Popen([sys.executable, "-m", "tflite_lab.fork_server", path, str(anchor_pid)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf, env=server_env,
+                                    start_new_session=True)
+        first = launcher.stdout.readline().strip()
+        launcher.wait()
+    if not first.isdigit():
+        raise WorkerError(f"The fork server could not be started (exit code {launcher.returncode}); see {log_path}.")
+    server = int(first)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         sock = _connect(path)
         if sock is not None:
             return sock
-        if proc.poll() is not None:
-            raise WorkerError(f"The fork server exited with code {proc.returncode} while starting; see {log_path}.")
+        if not alive(server):
+            raise WorkerError(f"The fork server exited while starting; see {log_path}.")
         time.sleep(0.05)
-    proc.kill()
+    _kill_quietly(server)
     raise WorkerError(f"The fork server did not start within {timeout_s:g} s; see {log_path}.")
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _detach() -> None:
+    """In the launcher: fork; the parent tells the server's pid and exits, the child goes on with its
+    output in the log (the launcher's stderr)."""
+    pid = os.fork()
+    if pid:
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+        os._exit(0)
+    os.dup2(2, 1)                      # stdout: the log too, no longer the launcher's pipe
 
 
 # ---- the server ----
@@ -211,13 +238,18 @@ def _hand_out(listener: socket.socket, forks: dict, jobs: dict) -> None:
 
 
 def alive(pid: int) -> bool:
+    """The process runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True                     # no /proc: signal 0 is all there is
 
 
 def _child(sock: socket.socket, ctrl: socket.socket, env: dict, jobs: dict) -> None:
@@ -292,4 +324,5 @@ def _watch(fd: int, running: threading.Event, over: threading.Event) -> None:
 
 
 if __name__ == "__main__":
+    _detach()
     _serve(sys.argv[1], int(sys.argv[2]))

@@ -188,17 +188,30 @@ def test_jobs_run_in_a_fork_of_one_server_per_node_and_a_cancel_ends_the_fork(ra
 
 
 CLUSTER_LIKE = """
-import json, os, sys, psutil
-from tflite_lab.ray_executor import RayExecutor
+import json, os, sys, time, psutil
+import tflite_lab.ray_executor as rx
+# As on a cluster with Ray's defaults: idle Ray workers exit at once (and Ray kills their children).
+rx.LOCAL_SYSTEM_CONFIG = lambda n: {"enable_worker_prestart": False, "num_workers_soft_limit": 0,
+                                    "idle_worker_killing_time_threshold_ms": 300}
 from tflite_lab.pipeline import source_json
 from tflite_lab.sources import source_from_path
-ex = RayExecutor(num_cpus=1, _server_here=False)
+ex = rx.RayExecutor(num_cpus=1, _server_here=False)
 try:
-    ex.run("describe", source=source_json(source_from_path(sys.argv[1])))
-    fork = psutil.Process(next(iter(ex.stats.pids)))
-    server = fork.parent()
+    src = source_json(source_from_path(sys.argv[1]))
+    ex.run("describe", source=src)
+    server = psutil.Process(next(iter(ex.stats.pids))).parent()
     anchor = psutil.Process(int(server.cmdline()[-1]))
-    print(json.dumps({"server": " ".join(server.cmdline()), "anchor": anchor.name(), "driver": anchor.pid == os.getpid()}))
+    starter = psutil.Process(int(server.environ()["TFLITE_LAB_FORK_STARTER"]))     # the Ray worker that started it
+    deadline = time.monotonic() + 60
+    while starter.is_running() and starter.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    idle_exited = not starter.is_running() or starter.status() == psutil.STATUS_ZOMBIE
+    alive = server.is_running() and server.status() != psutil.STATUS_ZOMBIE
+    first = set(ex.stats.pids)
+    ex.run("describe", source=src)
+    second = psutil.Process(next(iter(set(ex.stats.pids) - first or first))).ppid()   # a new fork, or the same one
+    print(json.dumps({"server": " ".join(server.cmdline()), "anchor": anchor.name(), "driver": anchor.pid == os.getpid(),
+                      "idle_exited": idle_exited, "alive": alive, "same_server": second == server.pid}))
 finally:
     ex.close()
 """
@@ -207,7 +220,8 @@ finally:
 @pytest.mark.slow
 def test_on_a_cluster_each_node_s_fork_server_lives_as_long_as_its_raylet(tmp_path):
     """Where the driver is not on the node (a joined cluster), a warm-up task starts the node's
-    server, anchored to the raylet that started the Ray worker."""
+    server, anchored to the raylet; it is nobody's child, so the Ray worker that started it exiting
+    idle (Ray then kills its children) does not take it along: the next job uses the same server."""
     import subprocess
     import sys
     from lab_helpers import ROOT
@@ -216,6 +230,8 @@ def test_on_a_cluster_each_node_s_fork_server_lives_as_long_as_its_raylet(tmp_pa
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert "tflite_lab.fork_server" in got["server"] and got["anchor"] == "raylet" and not got["driver"]
+    assert got["idle_exited"], "the Ray workers did not exit idle: the test proves nothing"
+    assert got["alive"] and got["same_server"], got
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ class RayExecutor(Executor):
             # (``_server_here=False``: as on a cluster, for its test.)
             self._server_here = _server_here
             if _server_here:
-                threading.Thread(target=_start_fork_server, args=(os.getpid(), self._task_env()), daemon=True).start()
+                env = _task_env(environ=self._runtime_env()["env_vars"])
+                threading.Thread(target=_start_fork_server, args=(os.getpid(), env), daemon=True).start()
             self._start_local(num_cpus or 2, logging.ERROR)
         self.startup_s = time.perf_counter() - t0
         self._task = self._ray.remote(_ray_task)
@@ -195,11 +196,6 @@ class RayExecutor(Executor):
     def describe(self) -> str:
         where = self.address + ("" if not self._owns_instance else " (local instance)")
         return f"ray at {where}, {self.cpus} CPUs" + (f" on {self.nodes} nodes" if self.nodes > 1 else "")
-
-    def _task_env(self) -> dict[str, str]:
-        """What a task's forked worker gets (``_task_env`` in the task), known here before Ray starts."""
-        env = {k: v for k, v in self._runtime_env()["env_vars"].items() if k.startswith(("TFLITE_LAB_", "TF_"))}
-        return {**env, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
 
     def _runtime_env(self) -> dict:
         """The same for every task of this driver, so Ray reuses its worker processes across uploads:
@@ -363,8 +359,11 @@ def _anchor() -> int:
     return int(os.environ.get(FORK_ANCHOR) or os.getppid())
 
 
-def _task_env(upload: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.startswith(("TFLITE_LAB_", "TF_"))}
+def _task_env(upload: str | None = None, environ=None) -> dict[str, str]:
+    """What a forked worker gets: from a task's environment, or (the driver, before Ray starts) from
+    the runtime env the tasks will have."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k.startswith(("TFLITE_LAB_", "TF_"))}
     env.update(CUDA_VISIBLE_DEVICES="-1", PYTHONUNBUFFERED="1")
     if upload is not None:
         env["TFLITE_LAB_UPLOAD"] = upload
